@@ -1,0 +1,134 @@
+"""Every configuration field of speechjax, each with its default and meaning.
+
+Model configs (`configs/resnet32.py`, ...) import this file and override what differs.
+Any field can be overridden on the command line: `--config.train.lr=0.01`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    # Seed for parameter init, shuffling, augmentation and dropout: same seed, same run.
+    config.seed = 0
+
+    config.data = data = ml_collections.ConfigDict()
+    # Where clips come from: "synthetic" (embedded, offline), "folder" or "tfds".
+    data.source = "synthetic"
+    # Root folder for source="folder" (see README: three layouts are understood).
+    data.dir = ""
+    # Folder layout: "auto" (detect), "split_label" (split/label/*.wav),
+    # "flat" (split/label_*.wav, the original's), "speech_commands" (release root).
+    data.layout = "auto"
+    # One class name per line; line order is the class id. Relative to the working dir.
+    data.classes_file = "classes.txt"
+    # TFDS data directory for source="tfds" (empty: TFDS's default, ~/tensorflow_datasets).
+    data.data_dir = ""
+    # Folder of background-noise WAVs mixed in during training ("" = none;
+    # the speech_commands layout uses its own _background_noise_ folder when this is "").
+    data.noise_dir = ""
+    # Where the synthetic dataset is written once and reused.
+    data.cache_dir = "~/.cache/speechjax"
+    # Sample rate every clip is resampled to, and clip length in seconds.
+    data.sample_rate = 16000
+    data.clip_seconds = 1.0
+    # Shuffle buffer for the training split (examples).
+    data.shuffle_buffer = 10_000
+
+    # The embedded synthetic dataset (source="synthetic"): espeak-ng voices.
+    data.synthetic = synthetic = ml_collections.ConfigDict()
+    # Clips per word in each split; the splits use disjoint voices.
+    synthetic.train_per_word = 48
+    synthetic.validation_per_word = 8
+    synthetic.test_per_word = 8
+    # Peak level of the synthesised background noise relative to speech (0 = none).
+    synthetic.noise_level = 0.05
+
+    config.features = features = ml_collections.ConfigDict()
+    # Front end: "seed" (the original's STFT), "logmel" or "mfcc".
+    features.kind = "logmel"
+    # logmel/mfcc: window and hop in milliseconds.
+    features.window_ms = 25.0
+    features.hop_ms = 10.0
+    # logmel/mfcc: number of mel bands (up to 128) and frequency range in Hz.
+    features.n_mels = 40
+    features.fmin = 20.0
+    features.fmax = 7600.0
+    # mfcc: number of cepstral coefficients kept.
+    features.n_mfcc = 20
+    # Channels: 1 = the spectrogram; 3 = [S, S, S], or [S, dS, ddS] when deltas=True.
+    features.channels = 1
+    features.deltas = False
+    # Resize spectrograms to (height, width) = (frames, bins); () keeps the natural size.
+    features.resize = ()
+    # Per-channel normalisation by training-split mean/std (stored in norm_stats.json).
+    features.normalize = True
+
+    config.augment = augment = ml_collections.ConfigDict()
+    # Random time shift of the waveform, up to this many milliseconds either way.
+    augment.time_shift_ms = 100.0
+    # Probability of mixing in background noise, and its level range (fraction of speech RMS).
+    augment.noise_prob = 0.8
+    augment.noise_min = 0.0
+    augment.noise_max = 0.3
+    # Random gain in decibels, uniform in [-gain_db, +gain_db].
+    augment.gain_db = 6.0
+    # SpecAugment: how many masks of at most this many frames / bins.
+    augment.time_masks = 2
+    augment.time_mask_width = 10
+    augment.freq_masks = 2
+    augment.freq_mask_width = 5
+    # Mixup strength (Beta(alpha, alpha)); 0 disables mixup.
+    augment.mixup_alpha = 0.0
+
+    config.model = model = ml_collections.ConfigDict()
+    # alexnet | resnet18 | resnet34 | resnet50 | resnet32 | densenet121
+    model.name = "resnet32"
+    # Dropout before the final Dense layer (the original: 0.1).
+    model.dropout = 0.1
+    # Compute dtype: "float32" or "bfloat16" (parameters stay float32).
+    model.dtype = "float32"
+    # resnet32 only: basic blocks per stage, stage widths and shortcut type
+    # ("A" = parameter-free, as in the paper; "B" = 1x1 projection).
+    model.blocks_per_stage = 5
+    model.widths = (16, 32, 64)
+    model.shortcut = "A"
+
+    config.train = train = ml_collections.ConfigDict()
+    # Examples per step (global, over all devices).
+    train.batch_size = 64
+    train.epochs = 30
+    # Early stopping: stop after this many epochs without a lower validation loss.
+    train.patience = 15
+    # adam | adamw | sgd
+    train.optimizer = "adam"
+    train.lr = 1e-3
+    # sgd: momentum and Nesterov.
+    train.momentum = 0.9
+    train.nesterov = False
+    # Decoupled weight decay (adamw) or L2 added to the gradient (adam, sgd).
+    train.weight_decay = 0.0
+    # Clip gradients to this global norm; 0 disables clipping.
+    train.grad_clip_norm = 0.0
+    # Learning-rate schedule: constant | cosine (with warmup) | step.
+    train.schedule = "constant"
+    train.warmup_epochs = 0.0
+    # step: multiply the rate by decay_factor every decay_epochs.
+    train.decay_epochs = 10
+    train.decay_factor = 0.1
+    # Label smoothing for the cross-entropy (0 = plain cross-entropy as the original).
+    train.label_smoothing = 0.0
+
+    config.eval = eval_config = ml_collections.ConfigDict()
+    # Examples per evaluation batch (the last one is padded and masked).
+    eval_config.batch_size = 128
+    # --mode eval: which split to evaluate, and which checkpoint step (-1 = best).
+    eval_config.split = "test"
+    eval_config.step = -1
+
+    config.checkpoint = checkpoint = ml_collections.ConfigDict()
+    # Latest checkpoints kept besides the best one.
+    checkpoint.keep_latest = 1
+
+    config.lock()
+    return config

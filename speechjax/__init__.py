@@ -1,0 +1,1 @@
+"""speechjax: train, evaluate and deploy speech-command classifiers with JAX and Flax."""
