@@ -1,0 +1,209 @@
+"""Audio files to mono float32 waveforms: a cheap header probe, a fast tf WAV path, a librosa path.
+
+Listing a dataset probes every file's header (a few hundred bytes; no samples are read), which
+sorts files into three kinds:
+
+* 16-bit PCM WAV at the target rate (any channel count): decoded inside tf.data by
+  `tf.audio.decode_wav`, the fast path and the common case (Speech Commands is all of this kind);
+* any other audio librosa reads (other WAV encodings or rates, FLAC, OGG, MP3, AIFF): decoded by
+  `librosa.load` through `tf.numpy_function`, resampled (soxr_hq) to the target rate;
+* unusable files, reported as `BadAudio` with the reason, which the folder source skips.
+
+What happens to each kind of bad or unusual input (the README has the same table):
+
+| input                                              | what happens                            |
+| -------------------------------------------------- | --------------------------------------- |
+| corrupt or unreadable file                         | skipped, counted, one warning per split |
+| empty file or 0 samples                            | skipped, counted, one warning per split |
+| truncated WAV (header promises more than is there) | skipped, counted, one warning per split |
+| sample rate other than data.sample_rate            | resampled with librosa (soxr_hq)        |
+| stereo or more channels                            | channels averaged                       |
+| non-WAV (FLAC, OGG, MP3, AIFF)                     | decoded with librosa                    |
+| longer than data.clip_seconds                      | cropped: random window when training,   |
+|                                                    | the centre otherwise                    |
+| shorter than data.clip_seconds                     | zero-padded at the end (as the original)|
+
+Skipping rather than stopping: one bad clip among thousands should not cost a training run, and
+the warning names the files. `read_audio` (prediction on files the user names) stops instead,
+raising `UserError`, since there the file is the whole input.
+"""
+
+import dataclasses
+import os
+
+import librosa
+import numpy as np
+import soundfile
+import tensorflow as tf
+
+from speechjax.errors import UserError
+
+# Extensions read as audio when listing folders (case-insensitive); all but .wav go through librosa.
+AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
+
+# tf.audio.decode_wav reads only this format tag (not WAVE_FORMAT_EXTENSIBLE, 0xFFFE).
+_WAVE_FORMAT_PCM = 1
+
+
+class BadAudio(Exception):
+    """A file that cannot be used as a clip; the message says why (without the path)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioInfo:
+    """What a file's header says."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+    # True when tf.audio.decode_wav reads the file (16-bit PCM WAV).
+    pcm16_wav: bool
+
+    def fast(self, sample_rate: int) -> bool:
+        """Whether the tf decoder alone yields samples at `sample_rate`."""
+        return self.pcm16_wav and self.sample_rate == sample_rate
+
+    def samples_at(self, sample_rate: int) -> int:
+        """Length in samples once resampled to `sample_rate` (mono)."""
+        return int(np.ceil(self.frames * sample_rate / self.sample_rate))
+
+
+def is_audio_file(name: str) -> bool:
+    return name.lower().endswith(AUDIO_EXTENSIONS)
+
+
+def probe(path: str) -> AudioInfo:
+    """Reads a file's header only; raises BadAudio for corrupt, empty or truncated files."""
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise BadAudio(f"unreadable: {e.strerror}") from e
+    if size == 0:
+        raise BadAudio("empty file (0 bytes)")
+    with open(path, "rb") as f:
+        is_riff = f.read(4) == b"RIFF"
+    if is_riff:
+        return _probe_wav(path, size)
+    return _probe_other(path)
+
+
+def _probe_wav(path: str, size: int) -> AudioInfo:
+    """Walks the RIFF chunks up to 'data', checking what tf.audio.decode_wav would trip over."""
+    with open(path, "rb") as f:
+        header = f.read(12)
+        if len(header) < 12 or header[8:12] != b"WAVE":
+            raise BadAudio("corrupt: RIFF file without the WAVE tag")
+        fmt = None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                missing = "'data'" if fmt else "'fmt '"
+                raise BadAudio(f"corrupt or truncated: no {missing} chunk")
+            chunk_id, chunk_size = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if chunk_id == b"fmt ":
+                body = f.read(chunk_size)
+                if len(body) < 16:
+                    raise BadAudio("corrupt: 'fmt ' chunk shorter than 16 bytes")
+                fmt = _parse_fmt(body)
+                f.seek(chunk_size & 1, os.SEEK_CUR)
+            elif chunk_id == b"data":
+                if fmt is None:
+                    raise BadAudio("corrupt: 'data' chunk before the 'fmt ' chunk")
+                available = size - f.tell()
+                if chunk_size > available:
+                    raise BadAudio(
+                        f"truncated: header promises {chunk_size} bytes of samples, "
+                        f"the file holds {available}"
+                    )
+                tag, channels, rate, block_align, bits = fmt
+                frames = chunk_size // block_align
+                if frames == 0:
+                    raise BadAudio("empty: 0 samples")
+                pcm16 = tag == _WAVE_FORMAT_PCM and bits == 16
+                if not pcm16:
+                    # Let libsndfile (librosa's reader) confirm it understands this encoding.
+                    _probe_other(path)
+                return AudioInfo(rate, channels, frames, pcm16)
+            else:
+                f.seek(chunk_size + (chunk_size & 1), os.SEEK_CUR)
+
+
+def _parse_fmt(body: bytes) -> tuple[int, int, int, int, int]:
+    tag = int.from_bytes(body[0:2], "little")
+    channels = int.from_bytes(body[2:4], "little")
+    rate = int.from_bytes(body[4:8], "little")
+    block_align = int.from_bytes(body[12:14], "little")
+    bits = int.from_bytes(body[14:16], "little")
+    if channels == 0 or rate == 0 or block_align == 0:
+        raise BadAudio(
+            f"corrupt: 'fmt ' chunk says {channels} channels, {rate} Hz, block align {block_align}"
+        )
+    return tag, channels, rate, block_align, bits
+
+
+def _probe_other(path: str) -> AudioInfo:
+    try:
+        info = soundfile.info(path)
+    except Exception as e:  # libsndfile raises a bare RuntimeError/LibsndfileError
+        raise BadAudio(f"unreadable as audio: {e}") from e
+    if info.frames <= 0:
+        raise BadAudio("empty: 0 samples")
+    return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), False)
+
+
+def load_librosa(path: str, sample_rate: int) -> np.ndarray:
+    """Any audio file -> mono float32 [n] at sample_rate (channels averaged, soxr_hq resampling)."""
+    waveform, _ = librosa.load(path, sr=sample_rate, mono=True)
+    return waveform.astype(np.float32, copy=False)
+
+
+def resample(waveform: np.ndarray, source_rate: int, sample_rate: int) -> np.ndarray:
+    """float32 [n] from source_rate to sample_rate (soxr_hq, librosa's default)."""
+    return librosa.resample(waveform, orig_sr=source_rate, target_sr=sample_rate).astype(
+        np.float32, copy=False
+    )
+
+
+def read_audio(path: str, sample_rate: int) -> np.ndarray:
+    """One file named by the user -> mono float32 [n] at sample_rate; UserError if unusable."""
+    try:
+        probe(path)
+    except BadAudio as e:
+        raise UserError(f"{path}: {e}") from e
+    return load_librosa(path, sample_rate)
+
+
+def decode(path: tf.Tensor, fast: tf.Tensor, sample_rate: int) -> tf.Tensor:
+    """tf: path of a probed file -> mono float32 [n] at sample_rate.
+
+    `fast` is `AudioInfo.fast(sample_rate)`: True takes tf's WAV decoder, False librosa.
+    """
+
+    def with_tf():
+        audio, _ = tf.audio.decode_wav(tf.io.read_file(path))
+        return tf.reduce_mean(audio, axis=1)
+
+    def with_librosa():
+        waveform = tf.numpy_function(
+            lambda p: load_librosa(p.decode(), sample_rate), [path], tf.float32, stateful=False
+        )
+        return tf.ensure_shape(waveform, [None])
+
+    return tf.cond(fast, with_tf, with_librosa)
+
+
+def crop_or_pad(waveform: tf.Tensor, length: int, offset: tf.Tensor) -> tf.Tensor:
+    """tf: [n] -> [length]: the window at `offset` if longer, zero-padded at the end if shorter."""
+    waveform = waveform[offset : offset + length]
+    padded = tf.pad(waveform, [[0, length - tf.shape(waveform)[0]]])
+    return tf.ensure_shape(padded, [length])
+
+
+def centre_offset(num_samples: tf.Tensor, length: int) -> tf.Tensor:
+    return tf.maximum(num_samples - length, 0) // 2
+
+
+def random_offset(num_samples: tf.Tensor, length: int, seed: tf.Tensor) -> tf.Tensor:
+    """Uniform over every window start that keeps the window inside the clip (0 if shorter)."""
+    limit = tf.maximum(num_samples - length, 0) + 1
+    return tf.random.stateless_uniform([], seed, minval=0, maxval=limit, dtype=tf.int32)

@@ -1,0 +1,403 @@
+"""Where examples come from: a folder (three layouts), TFDS `speech_commands`, or the synthetic set.
+
+`load_source(config)` returns the class names, the three splits ("train", "validation",
+"test") and the background-noise files. A split yields decoded examples, `(waveform float32
+[n] at data.sample_rate, label int32)`, in a fixed order; a folder split can also read any
+example by index (`FileSplit.element`), which the pipeline uses for exact per-epoch shuffles.
+
+Folder layouts (`data.layout`, "auto" detects them):
+  split_label      `<split>/<label>/*.wav`                    (the synthetic set is written so)
+  flat             `<split>/<label>_*.wav`, label = file name up to the first "_" (the original's)
+  speech_commands  the release root: `<label>/*.wav`, `validation_list.txt`, `testing_list.txt`
+                   (paths relative to the root); training = every clip on neither list;
+                   `_background_noise_/` is no label but the noise bank.
+Split folders may be named `train`; `validation`, `valid` or `val`; `test` or `testing`.
+Labels map to ids by line order of `data.classes_file` (TFDS brings its own 12 labels).
+
+Bad input (see `speechjax.audio` for the decoding side):
+  missing data.dir, missing or empty split folder, a split left with no usable file,
+  unreadable / duplicate / blank-line classes file, unknown layout     -> UserError (stop)
+  corrupt, empty or truncated audio file; label not in the classes file -> skipped, counted,
+      and one warning per split with the counts and the first few file names
+  file on validation_list.txt / testing_list.txt that does not exist    -> skipped, counted
+"""
+
+import collections
+import dataclasses
+import os
+import pathlib
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from speechjax import audio, synthetic
+from speechjax.errors import UserError
+
+SPLITS = ("train", "validation", "test")
+LAYOUTS = ("split_label", "flat", "speech_commands")
+SOURCES = ("folder", "tfds", "synthetic")
+BACKGROUND_NOISE = "_background_noise_"
+_SPLIT_FOLDERS = {
+    "train": ("train",),
+    "validation": ("validation", "valid", "val"),
+    "test": ("test", "testing"),
+}
+_LIST_FILES = {"validation": "validation_list.txt", "test": "testing_list.txt"}
+_TFDS_NAME = "speech_commands"
+_TFDS_SAMPLE_RATE = 16000
+# File names a skip warning shows.
+_SHOWN = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """A file left out of a split, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FileSplit:
+    """One split of audio files: paths, class ids, and what the header probe found."""
+
+    name: str
+    paths: tuple[str, ...]
+    labels: np.ndarray  # int32 class ids
+    fast: np.ndarray  # bool: tf's WAV decoder reads it at the target rate
+    samples: np.ndarray  # int64 length in samples at the target rate
+    sample_rate: int
+    skipped: tuple[Skipped, ...] = ()
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.paths)
+
+    @property
+    def decoded_bytes(self) -> int:
+        """Memory the decoded float32 waveforms take."""
+        return int(self.samples.sum()) * 4
+
+    def shard(self, index: int, count: int) -> "FileSplit":
+        """Every count-th file from index: this process's part of the split."""
+        return dataclasses.replace(
+            self,
+            paths=self.paths[index::count],
+            labels=self.labels[index::count],
+            fast=self.fast[index::count],
+            samples=self.samples[index::count],
+        )
+
+    def element(self, index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """tf: example index -> (waveform float32 [n], label int32)."""
+        paths = tf.constant(self.paths or [""], tf.string)
+        fast = tf.constant(self.fast if len(self.fast) else [True], tf.bool)
+        labels = tf.constant(self.labels if len(self.labels) else [0], tf.int32)
+        return audio.decode(paths[index], fast[index], self.sample_rate), labels[index]
+
+    def dataset(self) -> tf.data.Dataset:
+        """Every example in file order, decoded in parallel."""
+        return tf.data.Dataset.range(self.num_examples).map(
+            self.element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TfdsSplit:
+    """One split of TFDS speech_commands (int16 audio at 16 kHz of varying length)."""
+
+    name: str
+    builder: object  # tfds.core.DatasetBuilder
+    split: str  # TFDS split spec, e.g. "train" or an even_splits part of it
+    num_examples: int
+    sample_rate: int
+    skipped: tuple[Skipped, ...] = ()
+
+    @property
+    def decoded_bytes(self) -> int:
+        # Clips are at most one second; the sizes are not in the metadata.
+        return self.num_examples * self.sample_rate * 4
+
+    def shard(self, index: int, count: int) -> "TfdsSplit":
+        import tensorflow_datasets as tfds
+
+        part = tfds.even_splits(self.split, n=count, drop_remainder=False)[index]
+        return _tfds_split(self.name, self.builder, part, self.sample_rate)
+
+    def dataset(self) -> tf.data.Dataset:
+        sample_rate = self.sample_rate
+
+        def convert(example):
+            waveform = tf.cast(example["audio"], tf.float32) / 32768.0
+            if sample_rate != _TFDS_SAMPLE_RATE:
+                waveform = tf.ensure_shape(
+                    tf.numpy_function(
+                        lambda x: audio.resample(x, _TFDS_SAMPLE_RATE, sample_rate),
+                        [waveform],
+                        tf.float32,
+                        stateful=False,
+                    ),
+                    [None],
+                )
+            return waveform, tf.cast(example["label"], tf.int32)
+
+        dataset = self.builder.as_dataset(split=self.split, shuffle_files=False)
+        return dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+Split = FileSplit | TfdsSplit
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    class_names: list[str]
+    splits: dict[str, Split]
+    noise_files: list[str]
+
+
+def load_source(config) -> Source:
+    """Lists (does not decode) every split of `config.data.source`; see the module docstring."""
+    data = config.data
+    if data.source == "tfds":
+        return _tfds_source(data)
+    if data.source not in SOURCES:
+        raise UserError(f"data.source={data.source!r} is unknown; use one of {', '.join(SOURCES)}.")
+    class_names = read_classes(data.classes_file)
+    if data.source == "synthetic":
+        root = synthetic.ensure_dataset(data, class_names, config.seed)
+        layout = "split_label"
+    else:
+        if not data.dir:
+            raise UserError("data.source='folder' needs data.dir, the dataset's root folder.")
+        root = pathlib.Path(os.path.expanduser(data.dir))
+        if not root.is_dir():
+            raise UserError(f"data.dir={str(root)!r} does not exist or is not a folder.")
+        layout = detect_layout(root) if data.layout == "auto" else data.layout
+        if layout not in LAYOUTS:
+            raise UserError(
+                f"data.layout={data.layout!r} is unknown; use auto or one of {', '.join(LAYOUTS)}."
+            )
+    listed = _list_files(root, layout, class_names)
+    splits = {
+        name: _file_split(name, where, files, class_names, data.sample_rate, data.classes_file)
+        for name, (where, files) in listed.items()
+    }
+    noise_dir = pathlib.Path(os.path.expanduser(data.noise_dir)) if data.noise_dir else None
+    if noise_dir is None and layout == "speech_commands" and (root / BACKGROUND_NOISE).is_dir():
+        noise_dir = root / BACKGROUND_NOISE
+    return Source(class_names, splits, list_noise_files(noise_dir) if noise_dir else [])
+
+
+def read_classes(path: str) -> list[str]:
+    """Class names, one a line; line order is the class id."""
+    path = os.path.expanduser(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise UserError(f"data.classes_file={path!r} cannot be read: {e.strerror}.") from e
+    seen = {}
+    for number, line in enumerate(lines, start=1):
+        name = line.strip()
+        if not name:
+            raise UserError(f"{path}, line {number}: blank line; write one class name a line.")
+        if name in seen:
+            raise UserError(
+                f"{path}, line {number}: class {name!r} repeats line {seen[name]}; "
+                "each class must appear once."
+            )
+        seen[name] = number
+    if not seen:
+        raise UserError(f"{path} lists no classes; write one class name a line.")
+    return list(seen)
+
+
+def detect_layout(root: pathlib.Path) -> str:
+    """Which of LAYOUTS `root` is in; UserError when it is none of them."""
+    if any((root / name).exists() for name in _LIST_FILES.values()):
+        return "speech_commands"
+    train = _split_folder(root, "train", required=False)
+    if train is not None:
+        entries = list(os.scandir(train))
+        if any(e.is_file() and audio.is_audio_file(e.name) for e in entries):
+            return "flat"
+        if any(e.is_dir() for e in entries):
+            return "split_label"
+        raise UserError(f"{train} is empty: it holds no audio files and no label folders.")
+    raise UserError(
+        f"data.dir={str(root)!r}: cannot tell its layout. Expected train/, val/ (or validation/) "
+        "and test/ folders holding label folders (split_label) or label_*.wav files (flat), or a "
+        "Speech Commands release root with validation_list.txt and testing_list.txt "
+        "(speech_commands). Set data.layout to force one."
+    )
+
+
+def list_noise_files(folder: pathlib.Path) -> list[str]:
+    """The usable audio files of a background-noise folder (bad ones skipped with a warning)."""
+    if not folder.is_dir():
+        raise UserError(f"data.noise_dir={str(folder)!r} does not exist or is not a folder.")
+    paths = sorted(str(folder / n) for n in os.listdir(folder) if audio.is_audio_file(n))
+    good, skipped = [], []
+    for path in paths:
+        try:
+            audio.probe(path)
+            good.append(path)
+        except audio.BadAudio as e:
+            skipped.append(Skipped(path, str(e)))
+    _warn_skipped(f"background noise ({folder})", skipped, len(paths))
+    if not good:
+        raise UserError(f"{folder} holds no usable background-noise audio files.")
+    return good
+
+
+def _split_folder(root: pathlib.Path, split: str, required: bool = True) -> pathlib.Path | None:
+    found = [root / n for n in _SPLIT_FOLDERS[split] if (root / n).is_dir()]
+    if len(found) > 1:
+        raise UserError(
+            f"{root} has {' and '.join(f.name + '/' for f in found)}: keep one {split} folder."
+        )
+    if not found and required:
+        names = " or ".join(f"{n}/" for n in _SPLIT_FOLDERS[split])
+        raise UserError(f"{root} has no {split} folder: expected {names}.")
+    return found[0] if found else None
+
+
+def _audio_files(folder: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(
+        folder / e.name for e in os.scandir(folder) if e.is_file() and audio.is_audio_file(e.name)
+    )
+
+
+def _list_files(
+    root: pathlib.Path, layout: str, class_names: list[str]
+) -> dict[str, tuple[pathlib.Path, list[tuple[pathlib.Path, str]]]]:
+    """split -> (its folder, [(file, label name)]) in a fixed order; UserError if one is empty."""
+    if layout == "speech_commands":
+        return _list_speech_commands(root)
+    listed = {}
+    for split in SPLITS:
+        folder = _split_folder(root, split)
+        if layout == "flat":
+            files = [(f, f.stem.split("_")[0]) for f in _audio_files(folder)]
+        else:
+            files = [
+                (f, label.name)
+                for label in sorted(p for p in folder.iterdir() if p.is_dir())
+                for f in _audio_files(label)
+            ]
+        if not files:
+            where = "" if layout == "flat" else " in its label folders"
+            raise UserError(f"{folder} holds no audio files{where} (layout {layout}).")
+        listed[split] = (folder, files)
+    return listed
+
+
+def _list_speech_commands(root: pathlib.Path):
+    lists = {}
+    for split, name in _LIST_FILES.items():
+        list_file = root / name
+        if not list_file.is_file():
+            raise UserError(f"{list_file} is missing: a Speech Commands root needs both lists.")
+        lines = list_file.read_text(encoding="utf-8").splitlines()
+        lists[split] = [pathlib.PurePosixPath(line.strip()) for line in lines if line.strip()]
+    on_lists = {str(p) for paths in lists.values() for p in paths}
+    label_folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    train = [
+        (f, folder.name)
+        for folder in label_folders
+        for f in _audio_files(folder)
+        if f"{folder.name}/{f.name}" not in on_lists
+    ]
+    listed = {"train": (root, train)}
+    for split, paths in lists.items():
+        listed[split] = (root / _LIST_FILES[split], [(root / p, p.parts[0]) for p in paths])
+    for split, (where, files) in listed.items():
+        if not files:
+            raise UserError(f"{where}: the {split} split of {root} has no audio files.")
+    return listed
+
+
+def _file_split(
+    name: str,
+    where: pathlib.Path,
+    files: list[tuple[pathlib.Path, str]],
+    class_names: list[str],
+    sample_rate: int,
+    classes_file: str,
+) -> FileSplit:
+    """Probes every file, skipping (and reporting) the unusable ones and unknown labels."""
+    class_ids = {c: i for i, c in enumerate(class_names)}
+    paths, labels, fast, samples, skipped = [], [], [], [], []
+    for path, label in files:
+        if label not in class_ids:
+            skipped.append(Skipped(str(path), f"label {label!r} is not in {classes_file}"))
+            continue
+        if not path.is_file():
+            skipped.append(Skipped(str(path), f"listed in {where.name} but missing"))
+            continue
+        try:
+            info = audio.probe(str(path))
+        except audio.BadAudio as e:
+            skipped.append(Skipped(str(path), str(e)))
+            continue
+        paths.append(str(path))
+        labels.append(class_ids[label])
+        fast.append(info.fast(sample_rate))
+        samples.append(info.samples_at(sample_rate))
+    _warn_skipped(f"{name} split ({where})", skipped, len(files))
+    if not paths:
+        raise UserError(
+            f"{where}: the {name} split has no usable audio files: all {len(files)} were skipped "
+            f"(first: {skipped[0].path}: {skipped[0].reason})."
+        )
+    return FileSplit(
+        name=name,
+        paths=tuple(paths),
+        labels=np.asarray(labels, np.int32),
+        fast=np.asarray(fast, bool),
+        samples=np.asarray(samples, np.int64),
+        sample_rate=sample_rate,
+        skipped=tuple(skipped),
+    )
+
+
+def _warn_skipped(what: str, skipped: list[Skipped], total: int) -> None:
+    """One warning for all skipped files of a split: counts by reason, the first few names."""
+    if not skipped:
+        return
+    kinds = collections.Counter(s.reason.split(":")[0] for s in skipped)
+    counts = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+    shown = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:_SHOWN])
+    more = f"; and {len(skipped) - _SHOWN} more" if len(skipped) > _SHOWN else ""
+    logging.warning(
+        "%s: skipped %d of %d files (%s): %s%s", what, len(skipped), total, counts, shown, more
+    )
+
+
+def _tfds_split(name: str, builder, split: str, sample_rate: int) -> TfdsSplit:
+    dataset = builder.as_dataset(split=split, shuffle_files=False)
+    size = int(dataset.cardinality())
+    if size < 0:
+        size = builder.info.splits[split].num_examples
+    return TfdsSplit(name, builder, split, size, sample_rate)
+
+
+def _tfds_source(data) -> Source:
+    import tensorflow_datasets as tfds  # slow to import; only this source needs it
+
+    builder = tfds.builder(_TFDS_NAME, data_dir=data.data_dir or None)
+    try:
+        splits = {name: _tfds_split(name, builder, name, data.sample_rate) for name in SPLITS}
+    except AssertionError as e:  # how TFDS reports data that was never downloaded
+        where = data.data_dir or "~/tensorflow_datasets"
+        raise UserError(
+            f"TFDS {_TFDS_NAME} is not prepared in {where} and cannot be downloaded here. On a "
+            f"machine with internet run `tfds build {_TFDS_NAME}` and copy its "
+            f"~/tensorflow_datasets/{_TFDS_NAME} folder to {where} (or set data.data_dir to "
+            "the folder holding it), or use data.source=folder with data.dir, or "
+            f"data.source=synthetic. (TFDS said: {e})"
+        ) from e
+    class_names = list(builder.info.features["label"].names)
+    noise_dir = pathlib.Path(os.path.expanduser(data.noise_dir)) if data.noise_dir else None
+    return Source(class_names, splits, list_noise_files(noise_dir) if noise_dir else [])
