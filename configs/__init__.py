@@ -1,0 +1,1 @@
+"""Experiment configurations: default.py holds every field; one file per model overrides it."""

@@ -1,0 +1,332 @@
+"""The training loop: epochs of jitted steps, validation, checkpoints, early stopping.
+
+A run is a function of its config and workdir. Everything it needs to continue lives in
+the latest checkpoint, and every source of randomness is derived from `config.seed`,
+the epoch and the step, so a resumed run ends with exactly the metrics of an
+uninterrupted one.
+"""
+
+import itertools
+import math
+import os
+import signal
+import time
+
+import jax
+import ml_collections
+from absl import logging
+from tqdm import tqdm
+
+from speechjax import checkpoints, evaluate, input_pipeline, optim, reporting, sharding
+from speechjax.early_stopping import EarlyStopping
+from speechjax.errors import UserError
+from speechjax.train_state import create_train_state, make_eval_step, make_train_step
+
+# How often (in steps) the progress bar fetches the running loss from the device;
+# fetching every step would stall the device queue.
+PROGRESS_EVERY = 10
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; a checkpoint was saved."""
+
+
+class Session:
+    """Mesh, model definition, optimiser, state and the compiled steps of one run."""
+
+    def __init__(self, config: ml_collections.ConfigDict, pipeline, steps_per_epoch: int):
+        self.mesh = sharding.create_mesh()
+        self.replicated = sharding.replicated(self.mesh)
+        self.train_batch_size = sharding.check_batch_size(
+            config.train.batch_size, "train.batch_size"
+        )
+        # Evaluation pads its batches anyway, so round up to a multiple of the devices.
+        devices = jax.device_count()
+        eval_global = math.ceil(config.eval.batch_size / devices) * devices
+        self.eval_batch_size = eval_global // jax.process_count()
+        num_classes = len(pipeline.class_names)
+        self.tx = optim.create_optimizer(config.train, steps_per_epoch)
+        model_def, state = create_train_state(config, num_classes, pipeline.input_shape, self.tx)
+        self.state = sharding.put_replicated(state, self.mesh)
+        data = sharding.batch_sharded(self.mesh)
+        self.train_step = jax.jit(
+            make_train_step(model_def, self.tx, config, num_classes),
+            in_shardings=(self.replicated, data),
+            out_shardings=(self.replicated, self.replicated),
+            donate_argnums=0,
+        )
+        self.eval_step = jax.jit(
+            make_eval_step(model_def, num_classes),
+            in_shardings=(self.replicated, data),
+            out_shardings=self.replicated,
+        )
+
+
+def check_classes(pipeline, meta: dict) -> None:
+    """A checkpoint only makes sense with the class list it was trained on."""
+    if list(meta["class_names"]) != list(pipeline.class_names):
+        raise UserError(
+            "The checkpoint was trained on classes "
+            f"{meta['class_names'][:5]}... ({len(meta['class_names'])}) but the data gives "
+            f"{pipeline.class_names[:5]}... ({len(pipeline.class_names)}); use the same "
+            "config.data.classes_file and data source as for training."
+        )
+
+
+class _SignalGuard:
+    """Turns the first SIGINT/SIGTERM into a flag the loop checks between steps, so the
+    step in flight finishes and a checkpoint is written; a second signal exits at once."""
+
+    def __init__(self):
+        self.received = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+        logging.warning("%s received: saving a checkpoint after this step.", self.received)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _sums_to_floats(sums) -> dict[str, float]:
+    return {k: float(v) for k, v in jax.device_get(sums).items()}
+
+
+def _add(sums, metrics):
+    return metrics if sums is None else jax.tree.map(lambda a, b: a + b, sums, metrics)
+
+
+def _check_finite(loss_sum: float, epoch: int, step: int, last_saved: int | None, workdir):
+    if math.isfinite(loss_sum):
+        return
+    kept = (
+        f"the last good checkpoint (step {last_saved}) is kept in {workdir}/checkpoints"
+        if last_saved is not None
+        else "no checkpoint had been saved yet"
+    )
+    raise TrainingDiverged(
+        f"The training loss became {loss_sum} in epoch {epoch} (step {step}); {kept}. "
+        "Lower --config.train.lr, or set --config.train.grad_clip_norm=1.0."
+    )
+
+
+def _fresh_meta(pipeline) -> dict:
+    return {
+        "epoch": 0,  # epochs completed
+        "batches_done": 0,  # batches of the current epoch done (non-zero after an interrupt)
+        "partial_sums": None,
+        "history": [],
+        "early_stopping": None,
+        "finished": False,
+        "train_seconds": 0.0,
+        "norm_stats": pipeline.norm_stats.to_dict(),
+        "class_names": list(pipeline.class_names),
+    }
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains (or resumes) in `workdir`, then tests the best checkpoint; returns results."""
+    os.makedirs(workdir, exist_ok=True)
+    is_chief = jax.process_index() == 0
+    pipeline = input_pipeline.create_pipeline(
+        config, workdir, process_index=jax.process_index(), process_count=jax.process_count()
+    )
+    session_batch = sharding.check_batch_size(config.train.batch_size, "train.batch_size")
+    steps_per_epoch = pipeline.steps_per_epoch(session_batch)
+    if steps_per_epoch == 0:
+        raise UserError(
+            f"The training split has {pipeline.num_examples['train']} examples, fewer than one "
+            f"batch (config.train.batch_size={config.train.batch_size}); lower the batch size."
+        )
+    session = Session(config, pipeline, steps_per_epoch)
+    manager = checkpoints.create_manager(workdir, keep_latest=config.checkpoint.keep_latest)
+    log = reporting.RunLog(workdir)
+    tensorboard = reporting.TensorBoard(workdir) if is_chief else None
+
+    state, meta = session.state, _fresh_meta(pipeline)
+    if manager.latest_step() is not None:
+        state, meta = checkpoints.restore(
+            manager, manager.latest_step(), session.state, session.replicated
+        )
+        check_classes(pipeline, meta)
+        logging.info(
+            "Resuming from %s/checkpoints step %d (epoch %d done, %d batches into the next).",
+            workdir,
+            manager.latest_step(),
+            meta["epoch"],
+            meta["batches_done"],
+        )
+    elif is_chief:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2) + "\n")
+        log.line(
+            f"model: {config.model.name} lr: {config.train.lr} dropout: {config.model.dropout} "
+            f"batch: {config.train.batch_size} features: {config.features.kind} "
+            f"input: {pipeline.input_shape} devices: {jax.device_count()} "
+            f"train/val/test: {pipeline.num_examples['train']}/"
+            f"{pipeline.num_examples['validation']}/{pipeline.num_examples['test']}"
+        )
+    stopper = (
+        EarlyStopping.from_dict(meta["early_stopping"])
+        if meta["early_stopping"]
+        else EarlyStopping(config.train.patience)
+    )
+    global_batch = config.train.batch_size
+    lr_at = optim.learning_rate_schedule(config.train, steps_per_epoch)
+
+    with _SignalGuard() as guard:
+        while not meta["finished"] and meta["epoch"] < config.train.epochs:
+            epoch = meta["epoch"] + 1
+            start = time.time()
+            skip = meta["batches_done"]
+            sums = meta["partial_sums"]
+            batches = itertools.islice(pipeline.train_batches(epoch, session_batch), skip, None)
+            bar = tqdm(
+                total=steps_per_epoch * global_batch,
+                initial=skip * global_batch,
+                desc=f"epoch {epoch}/{config.train.epochs}",
+                unit="ex",
+                disable=not is_chief,
+                dynamic_ncols=True,
+            )
+            for batch_index, batch in enumerate(batches, start=skip + 1):
+                state, metrics = session.train_step(state, sharding.put_batch(batch, session.mesh))
+                sums = _add(sums, metrics)
+                bar.update(global_batch)
+                if batch_index % PROGRESS_EVERY == 0 or batch_index == steps_per_epoch:
+                    running = _sums_to_floats(sums)
+                    _check_finite(
+                        running["loss_sum"], epoch, int(state.step), manager.latest_step(), workdir
+                    )
+                    bar.set_postfix(
+                        loss=f"{running['loss_sum'] / running['count']:.4f}",
+                        acc=f"{running['correct_sum'] / running['count']:.3f}",
+                    )
+                if guard.received:
+                    _check_finite(
+                        _sums_to_floats(sums)["loss_sum"],
+                        epoch,
+                        int(state.step),
+                        manager.latest_step(),
+                        workdir,
+                    )
+                    meta.update(
+                        batches_done=batch_index,
+                        partial_sums=_sums_to_floats(sums),
+                        train_seconds=meta["train_seconds"] + time.time() - start,
+                    )
+                    checkpoints.save(manager, int(state.step), state, meta, metrics=None)
+                    bar.close()
+                    raise Interrupted(
+                        f"{guard.received}: saved checkpoint step {int(state.step)} "
+                        f"(epoch {epoch}, batch {batch_index}/{steps_per_epoch}) in "
+                        f"{workdir}/checkpoints; run the same command to resume."
+                    )
+            bar.close()
+            train_sums = _sums_to_floats(sums)
+            _check_finite(
+                train_sums["loss_sum"], epoch, int(state.step), manager.latest_step(), workdir
+            )
+            val = evaluate.evaluate_split(
+                session.eval_step,
+                state,
+                pipeline,
+                "validation",
+                session.eval_batch_size,
+                session.mesh,
+            )
+            seconds = time.time() - start
+            record = {
+                "epoch": epoch,
+                "step": int(state.step),
+                "train_loss": train_sums["loss_sum"] / train_sums["count"],
+                "train_accuracy": train_sums["correct_sum"] / train_sums["count"],
+                "val_loss": val.loss,
+                "val_accuracy": val.accuracy,
+                "lr": float(lr_at(int(state.step))),
+                "seconds": seconds,
+            }
+            stop = stopper.update(val.loss)
+            meta.update(
+                epoch=epoch,
+                batches_done=0,
+                partial_sums=None,
+                history=meta["history"] + [record],
+                early_stopping=stopper.to_dict(),
+                finished=stop or epoch == config.train.epochs,
+                train_seconds=meta["train_seconds"] + seconds,
+            )
+            checkpoints.save(
+                manager,
+                int(state.step),
+                state,
+                meta,
+                metrics={checkpoints.BEST_METRIC: val.accuracy},
+            )
+            if is_chief:
+                _report_epoch(log, tensorboard, record, config, steps_per_epoch, workdir, meta)
+            if stop:
+                log.line(
+                    f"Early stopping: validation loss has not improved for "
+                    f"{config.train.patience} epochs (best {stopper.best_loss:.4f})."
+                )
+    return _finish(config, workdir, session, pipeline, manager, log)
+
+
+def _report_epoch(log, tensorboard, record, config, steps_per_epoch, workdir, meta):
+    examples = steps_per_epoch * config.train.batch_size
+    log.line(
+        f"Epoch {record['epoch']}/{config.train.epochs} "
+        f"train Loss: {record['train_loss']:.4f} Acc: {record['train_accuracy']:.4f} "
+        f"val Loss: {record['val_loss']:.4f} Acc: {record['val_accuracy']:.4f} "
+        f"({examples / record['seconds']:.1f} ex/s, {record['seconds']:.1f} s, "
+        f"lr {record['lr']:.2e})"
+    )
+    tensorboard.scalars(
+        record["step"], {k: v for k, v in record.items() if k not in ("epoch", "step")}
+    )
+    reporting.plot_history(meta["history"], os.path.join(workdir, "history.png"))
+
+
+def _finish(config, workdir, session, pipeline, manager, log) -> dict:
+    """Tests the best checkpoint and writes results.json."""
+    best_step = manager.best_step()
+    state, _ = checkpoints.restore(manager, best_step, session.state, session.replicated)
+    meta = checkpoints.restore_meta(manager, manager.latest_step())
+    best = next(h for h in meta["history"] if h["step"] == best_step)
+    test = evaluate.evaluate_split(
+        session.eval_step, state, pipeline, "test", session.eval_batch_size, session.mesh
+    )
+    results = {
+        "model": config.model.name,
+        "best_val_accuracy": best["val_accuracy"],
+        "best_step": best_step,
+        "best_epoch": best["epoch"],
+        "test_accuracy": test.accuracy,
+        "test_loss": test.loss,
+        "test_examples": test.num_examples,
+        "epochs_run": len(meta["history"]),
+        "train_seconds": meta["train_seconds"],
+    }
+    if jax.process_index() == 0:
+        evaluate.write_report(test, pipeline.class_names, workdir, "test", best_step)
+        reporting.write_json(os.path.join(workdir, "results.json"), results)
+        log.line(f"Training time: {meta['train_seconds']:.1f} s")
+        log.line(
+            f"Best val Acc: {best['val_accuracy']:.4f} (epoch {best['epoch']}, step {best_step})"
+        )
+        log.line(f"Test Acc: {test.accuracy:.4f} ({test.num_examples} clips)")
+    return results
