@@ -266,7 +266,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 partial_sums=None,
                 history=meta["history"] + [record],
                 early_stopping=stopper.to_dict(),
-                finished=stop or epoch == config.train.epochs,
+                # Only early stopping ends a run for good: a larger train.epochs continues it.
+                finished=stop,
                 train_seconds=meta["train_seconds"] + seconds,
             )
             checkpoints.save(

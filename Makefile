@@ -1,0 +1,32 @@
+# speechjax: `make demo` trains ResNet-32 on the embedded synthetic set; `make test` runs the tests.
+# Both create the virtual environment in .venv on first use (Python 3.11+).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -c 'import sys; sys.exit("speechjax needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+demo: setup
+	$(PY) main.py --config configs/resnet32.py --workdir runs/resnet32
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: setup
+	$(PY) benchmarks/input_pipeline.py
+	$(PY) benchmarks/models.py
+
+clean:
+	rm -rf runs .pytest_cache
