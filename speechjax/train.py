@@ -321,6 +321,7 @@ def _finish(config, workdir, session, pipeline, manager, log) -> dict:
         "test_examples": test.num_examples,
         "epochs_run": len(meta["history"]),
         "train_seconds": meta["train_seconds"],
+        "history": meta["history"],
     }
     if jax.process_index() == 0:
         evaluate.write_report(test, pipeline.class_names, workdir, "test", best_step)

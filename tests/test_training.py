@@ -1,0 +1,109 @@
+"""The training loop in-process: resuming after an interrupt, NaN losses, early stopping."""
+
+import os
+import signal
+
+import pytest
+
+from speechjax import checkpoints, evaluate, input_pipeline, train
+from tests import tiny_config
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("workspace"))
+    tiny_config.write_workspace(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(workspace, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+    return train.train_and_evaluate(tiny_config.get_config(workspace), workdir)
+
+
+def _without_timing(results: dict) -> dict:
+    results = dict(results, train_seconds=None)
+    results["history"] = [dict(h, seconds=None) for h in results["history"]]
+    return results
+
+
+def test_run_reports_two_epochs_of_real_metrics(uninterrupted):
+    assert uninterrupted["epochs_run"] == 2
+    assert [h["epoch"] for h in uninterrupted["history"]] == [1, 2]
+    assert 0.0 <= uninterrupted["test_accuracy"] <= 1.0
+    assert uninterrupted["test_examples"] == 16  # 4 words x 4 test clips, each counted once
+
+
+def test_resume_after_sigterm_mid_epoch_matches_uninterrupted(
+    workspace, uninterrupted, tmp_path, monkeypatch
+):
+    config = tiny_config.get_config(workspace)
+    workdir = str(tmp_path / "interrupted")
+    original = input_pipeline.DataPipeline.train_batches
+
+    def interrupted_in_epoch_2(self, epoch, batch_size):
+        for index, batch in enumerate(original(self, epoch, batch_size)):
+            if epoch == 2 and index == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+
+    monkeypatch.setattr(input_pipeline.DataPipeline, "train_batches", interrupted_in_epoch_2)
+    with pytest.raises(train.Interrupted, match="SIGTERM: saved checkpoint step 6"):
+        train.train_and_evaluate(config, workdir)
+    monkeypatch.undo()
+    # 32 training clips in batches of 8: epoch 1 ends at step 4, the signal lands in step 6.
+    assert checkpoints.create_manager(workdir).latest_step() == 6
+
+    resumed = train.train_and_evaluate(config, workdir)
+    assert _without_timing(resumed) == _without_timing(uninterrupted)
+
+
+def test_resume_after_finished_epoch_continues_to_more_epochs(workspace, uninterrupted, tmp_path):
+    config = tiny_config.get_config(workspace)
+    workdir = str(tmp_path / "one_then_two")
+    with config.unlocked():
+        config.train.epochs = 1
+    first = train.train_and_evaluate(config, workdir)
+    assert first["epochs_run"] == 1
+    with config.unlocked():
+        config.train.epochs = 2
+    assert _without_timing(train.train_and_evaluate(config, workdir)) == _without_timing(
+        uninterrupted
+    )
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(workspace, tmp_path):
+    config = tiny_config.get_config(workspace)
+    workdir = str(tmp_path / "nan")
+    with config.unlocked():
+        config.train.epochs = 1
+    train.train_and_evaluate(config, workdir)
+    with config.unlocked():
+        config.train.epochs = 2
+        config.train.lr = 1e30
+    with pytest.raises(train.TrainingDiverged, match=r"last good checkpoint \(step 4\)"):
+        train.train_and_evaluate(config, workdir)
+    assert checkpoints.create_manager(workdir).all_steps() == [4]
+
+
+def test_early_stopping_ends_the_run_at_the_scripted_epoch(workspace, tmp_path, monkeypatch):
+    config = tiny_config.get_config(workspace)
+    with config.unlocked():
+        config.train.epochs = 10
+        config.train.patience = 2
+    val_losses = iter([1.0, 0.8, 0.9, 0.85, 0.1])  # no new low at epochs 3 and 4: stop at 4
+    original = evaluate.evaluate_split
+
+    def scripted(eval_step, state, pipeline, split, batch_size, mesh):
+        result = original(eval_step, state, pipeline, split, batch_size, mesh)
+        if split == "validation":
+            result.loss = next(val_losses)
+        return result
+
+    monkeypatch.setattr(evaluate, "evaluate_split", scripted)
+    results = train.train_and_evaluate(config, str(tmp_path / "early"))
+    assert results["epochs_run"] == 4
+    assert [h["val_loss"] for h in results["history"]] == [1.0, 0.8, 0.9, 0.85]
+    with open(tmp_path / "early" / "log.txt") as f:
+        assert "Early stopping: validation loss has not improved for 2 epochs" in f.read()
