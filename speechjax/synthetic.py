@@ -224,9 +224,14 @@ def _synthesize_all(clips: list[dict], settings: dict, out_dir: pathlib.Path) ->
 
     def collect(k: int, proc: subprocess.Popen) -> None:
         for line in proc.stdout:
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                return  # cut off by a kill; the line count check reports a real failure
             if "error" in record:
                 errors.append(record["error"])
+                for other in procs:
+                    other.kill()  # the dataset is lost anyway: stop at once
             else:
                 results[k].append(record)
                 bar.update(1)
