@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import signal
+from tqdm import tqdm
 
 from speechjax.errors import UserError
 
@@ -139,9 +140,12 @@ def _settings(data_config, class_names: Sequence[str], seed: int) -> dict:
 
 def cache_root(data_config, class_names: Sequence[str], seed: int) -> pathlib.Path:
     """The cache folder the dataset for these settings lives in (whether or not it exists)."""
-    settings = _settings(data_config, class_names, seed)
+    return _root(data_config.cache_dir, _settings(data_config, class_names, seed))
+
+
+def _root(cache_dir: str, settings: dict) -> pathlib.Path:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    return pathlib.Path(os.path.expanduser(data_config.cache_dir)) / f"synthetic-{digest}"
+    return pathlib.Path(os.path.expanduser(cache_dir)) / f"synthetic-{digest}"
 
 
 def ensure_dataset(data_config, class_names: Sequence[str], seed: int) -> pathlib.Path:
@@ -150,7 +154,8 @@ def ensure_dataset(data_config, class_names: Sequence[str], seed: int) -> pathli
     The dataset is written to a hidden temporary folder and renamed into place when
     complete, so an interrupted run never leaves a folder that looks finished.
     """
-    root = cache_root(data_config, class_names, seed)
+    settings = _settings(data_config, class_names, seed)
+    root = _root(data_config.cache_dir, settings)
     if root.is_dir():
         if not (root / "manifest.json").is_file():
             raise UserError(
@@ -158,7 +163,6 @@ def ensure_dataset(data_config, class_names: Sequence[str], seed: int) -> pathli
                 "changed since. Delete the folder to have it generated again."
             )
         return root
-    settings = _settings(data_config, class_names, seed)
     root.parent.mkdir(parents=True, exist_ok=True)
     partial = root.parent / f".{root.name}.partial-{os.getpid()}"
     if partial.exists():
@@ -210,8 +214,6 @@ def _plan(settings: dict) -> list[dict]:
 
 def _synthesize_all(clips: list[dict], settings: dict, out_dir: pathlib.Path) -> list[dict]:
     """Runs the worker processes over fixed shards; returns one record per clip, in order."""
-    from tqdm import tqdm
-
     shards = [clips[k::_WORKERS] for k in range(_WORKERS)]
     job = {key: settings[key] for key in ("sample_rate", "clip_samples", "noise_level")}
     env = dict(os.environ)
