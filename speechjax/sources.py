@@ -65,8 +65,7 @@ class FileSplit:
     name: str
     paths: tuple[str, ...]
     labels: np.ndarray  # int32 class ids
-    fast: np.ndarray  # bool: tf's WAV decoder reads it at the target rate
-    samples: np.ndarray  # int64 length in samples at the target rate
+    infos: tuple[audio.AudioInfo, ...]
     sample_rate: int
     skipped: tuple[Skipped, ...] = ()
 
@@ -77,7 +76,7 @@ class FileSplit:
     @property
     def decoded_bytes(self) -> int:
         """Memory the decoded float32 waveforms take."""
-        return int(self.samples.sum()) * 4
+        return 4 * sum(info.samples_at(self.sample_rate) for info in self.infos)
 
     def shard(self, index: int, count: int) -> "FileSplit":
         """Every count-th file from index: this process's part of the split."""
@@ -85,16 +84,29 @@ class FileSplit:
             self,
             paths=self.paths[index::count],
             labels=self.labels[index::count],
-            fast=self.fast[index::count],
-            samples=self.samples[index::count],
+            infos=self.infos[index::count],
         )
+
+    def load(self, index: int) -> np.ndarray:
+        """numpy: example `index`'s waveform, float32 [n] at the split's sample rate."""
+        return audio.load(self.paths[index], self.infos[index], self.sample_rate)
 
     def element(self, index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """tf: example index -> (waveform float32 [n], label int32)."""
-        paths = tf.constant(self.paths or [""], tf.string)
-        fast = tf.constant(self.fast if len(self.fast) else [True], tf.bool)
-        labels = tf.constant(self.labels if len(self.labels) else [0], tf.int32)
-        return audio.decode(paths[index], fast[index], self.sample_rate), labels[index]
+        infos = self.infos
+
+        def column(values, dtype):
+            return tf.gather(tf.constant(values, dtype), index)
+
+        waveform = audio.decode(
+            column(self.paths, tf.string),
+            column([i.fast(self.sample_rate) for i in infos], tf.bool),
+            column([i.data_offset for i in infos], tf.int32),
+            column([i.frames for i in infos], tf.int32),
+            column([i.channels for i in infos], tf.int32),
+            self.sample_rate,
+        )
+        return waveform, column(self.labels, tf.int32)
 
     def dataset(self) -> tf.data.Dataset:
         """Every example in file order, decoded in parallel."""
@@ -328,7 +340,7 @@ def _file_split(
 ) -> FileSplit:
     """Probes every file, skipping (and reporting) the unusable ones and unknown labels."""
     class_ids = {c: i for i, c in enumerate(class_names)}
-    paths, labels, fast, samples, skipped = [], [], [], [], []
+    paths, labels, infos, skipped = [], [], [], []
     for path, label in files:
         if label not in class_ids:
             skipped.append(Skipped(str(path), f"label {label!r} is not in {classes_file}"))
@@ -343,8 +355,7 @@ def _file_split(
             continue
         paths.append(str(path))
         labels.append(class_ids[label])
-        fast.append(info.fast(sample_rate))
-        samples.append(info.samples_at(sample_rate))
+        infos.append(info)
     _warn_skipped(f"{name} split ({where})", skipped, len(files))
     if not paths:
         raise UserError(
@@ -355,8 +366,7 @@ def _file_split(
         name=name,
         paths=tuple(paths),
         labels=np.asarray(labels, np.int32),
-        fast=np.asarray(fast, bool),
-        samples=np.asarray(samples, np.int64),
+        infos=tuple(infos),
         sample_rate=sample_rate,
         skipped=tuple(skipped),
     )
