@@ -208,8 +208,12 @@ def decode(
         return tf.reduce_mean(tf.cast(pcm, tf.float32), axis=1) / 32768.0
 
     def with_librosa():
+        # The path arrives as bytes in tf.data and as a 0-d object array when run eagerly.
         waveform = tf.numpy_function(
-            lambda p: load_librosa(p.decode(), sample_rate), [path], tf.float32, stateful=False
+            lambda p: load_librosa(np.asarray(p).item().decode(), sample_rate),
+            [path],
+            tf.float32,
+            stateful=False,
         )
         return tf.ensure_shape(waveform, [None])
 

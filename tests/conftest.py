@@ -1,0 +1,57 @@
+"""Shared pytest fixtures: the real clips in /work/shared/data and tiny generated audio trees."""
+
+import os
+import pathlib
+
+import numpy as np
+import pytest
+import soundfile
+
+SHARED_DATA_ENV = "SPEECHJAX_SHARED_DATA"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> pathlib.Path:
+    """The shared real-data folder (toy_dataset/, _background_noise_/); skips when absent."""
+    default = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+    path = pathlib.Path(os.environ.get(SHARED_DATA_ENV, default))
+    if not (path / "toy_dataset").is_dir():
+        pytest.skip(f"real clips not found at {path} (set {SHARED_DATA_ENV} to their folder)")
+    return path
+
+
+def tone(seconds: float = 0.25, rate: int = 16000, freq: float = 440.0, amp: float = 0.5):
+    """A float32 sine: distinct, non-silent content for generated clips."""
+    t = np.arange(round(seconds * rate)) / rate
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.fixture
+def tiny_wav_tree(tmp_path):
+    """Factory: tiny_wav_tree({relative path: content}) -> root folder of the written files.
+
+    content: a numpy array (float in [-1, 1] or int16; [n] mono or [n, channels]) written as
+    16 kHz audio in the format the suffix names (16-bit PCM for .wav and .flac); a tuple
+    (array, sample_rate) for another rate; bytes written as they are (corrupt files); str
+    written as text (list files). Each call writes into a new folder.
+    """
+    count = 0
+
+    def make(files: dict) -> pathlib.Path:
+        nonlocal count
+        count += 1
+        root = tmp_path / f"tree{count}"
+        for relative, content in files.items():
+            path = root / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            elif isinstance(content, str):
+                path.write_text(content)
+            else:
+                samples, rate = content if isinstance(content, tuple) else (content, 16000)
+                pcm16 = path.suffix.lower() in (".wav", ".flac")
+                soundfile.write(path, samples, rate, subtype="PCM_16" if pcm16 else None)
+        return root
+
+    return make
