@@ -1,0 +1,289 @@
+"""speechjax.sources: folder layouts, classes file, bad files, TFDS and synthetic sources."""
+
+import io
+import logging
+
+import numpy as np
+import pytest
+import soundfile
+import tensorflow_datasets as tfds
+from conftest import tone
+
+from configs import default
+from speechjax import sources, synthetic
+from speechjax.errors import UserError
+
+WORDS = ["yes", "no", "up"]
+
+
+def wav(freq=440.0):
+    return tone(0.25, freq=freq)
+
+
+def wav_bytes(samples) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, 16000, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def config_for(root, classes_file, **data):
+    config = default.get_config()
+    config.data.source = "folder"
+    config.data.dir = str(root)
+    config.data.classes_file = str(classes_file)
+    for key, value in data.items():
+        config.data[key] = value
+    return config
+
+
+@pytest.fixture
+def classes(tmp_path):
+    path = tmp_path / "classes.txt"
+    path.write_text("\n".join(WORDS) + "\n")
+    return path
+
+
+def labels_of(split) -> list[str]:
+    return [WORDS[i] for i in split.labels]
+
+
+def test_toy_dataset_flat_layout(shared_data):
+    root = shared_data / "toy_dataset"
+    config = config_for(root, "classes.txt")
+    assert sources.detect_layout(root) == "flat"
+    source = sources.load_source(config)
+    names = sources.read_classes("classes.txt")
+    assert source.class_names == names and len(names) == 35
+    assert {n: s.num_examples for n, s in source.splits.items()} == {
+        "train": 245,
+        "validation": 70,
+        "test": 35,
+    }
+    for split in source.splits.values():
+        assert not split.skipped
+        for path, label in zip(split.paths, split.labels, strict=True):
+            # backward_f035e2ea_nohash_3.wav -> "backward" -> its line in classes.txt
+            assert names[label] == path.rsplit("/", 1)[1].split("_")[0]
+    assert np.bincount(source.splits["train"].labels).tolist() == [7] * 35
+    assert source.noise_files == []
+
+
+def test_split_label_layout(tiny_wav_tree, classes):
+    root = tiny_wav_tree(
+        {
+            "train/yes/a.wav": wav(),
+            "train/yes/b.wav": wav(),
+            "train/no/c.flac": wav(),
+            "train/README.txt": "ignored: not audio",
+            "valid/up/d.wav": wav(),
+            "testing/no/e.wav": wav(),
+            "testing/up/f.wav": wav(),
+        }
+    )
+    source = sources.load_source(config_for(root, classes))
+    assert sources.detect_layout(root) == "split_label"
+    assert labels_of(source.splits["train"]) == ["no", "yes", "yes"]
+    assert labels_of(source.splits["validation"]) == ["up"]
+    assert labels_of(source.splits["test"]) == ["no", "up"]
+    train = source.splits["train"]
+    assert [i.fast(16000) for i in train.infos] == [False, True, True]  # flac via librosa
+
+
+def test_speech_commands_layout(tiny_wav_tree, classes):
+    root = tiny_wav_tree(
+        {
+            "yes/a_nohash_0.wav": wav(),
+            "yes/b_nohash_0.wav": wav(),
+            "yes/c_nohash_0.wav": wav(),
+            "no/a_nohash_0.wav": wav(),
+            "no/d_nohash_0.wav": wav(),
+            "up/e_nohash_0.wav": wav(),
+            "_background_noise_/white.wav": tone(2.0),
+            "_background_noise_/README.md": "not audio",
+            "validation_list.txt": "yes/b_nohash_0.wav\nno/d_nohash_0.wav\n",
+            "testing_list.txt": "up/e_nohash_0.wav\n",
+        }
+    )
+    assert sources.detect_layout(root) == "speech_commands"
+    source = sources.load_source(config_for(root, classes))
+    train = source.splits["train"]
+    assert [p.rsplit("/", 2)[1:] for p in train.paths] == [
+        ["no", "a_nohash_0.wav"],
+        ["yes", "a_nohash_0.wav"],
+        ["yes", "c_nohash_0.wav"],
+    ]
+    assert labels_of(train) == ["no", "yes", "yes"]
+    assert labels_of(source.splits["validation"]) == ["yes", "no"]
+    assert labels_of(source.splits["test"]) == ["up"]
+    assert source.noise_files == [str(root / "_background_noise_" / "white.wav")]
+
+
+def test_speech_commands_missing_list_entry_and_list_file(tiny_wav_tree, classes, caplog):
+    files = {
+        "yes/a.wav": wav(),
+        "no/b.wav": wav(),
+        "up/c.wav": wav(),
+        "validation_list.txt": "no/b.wav\nno/gone.wav\n",
+        "testing_list.txt": "up/c.wav\n",
+    }
+    root = tiny_wav_tree(files)
+    with caplog.at_level(logging.WARNING):
+        source = sources.load_source(config_for(root, classes))
+    assert source.splits["validation"].num_examples == 1
+    assert "listed in validation_list.txt but missing" in caplog.text
+    (root / "testing_list.txt").unlink()
+    with pytest.raises(UserError, match="testing_list.txt is missing"):
+        sources.load_source(config_for(root, classes, layout="speech_commands"))
+
+
+def test_bad_files_are_skipped_counted_and_warned_once(tiny_wav_tree, classes, caplog):
+    good = wav_bytes(wav())
+    root = tiny_wav_tree(
+        {
+            "train/yes_1.wav": good,
+            "train/yes_2.wav": b"not a wav file at all, just text",
+            "train/no_3.wav": wav_bytes(np.zeros(0, np.float32)),
+            "train/no_4.wav": good[:500],
+            "train/maybe_5.wav": good,
+            "train/no_6.wav": good,
+            "val/up_1.wav": good,
+            "test/up_1.wav": good,
+        }
+    )
+    with caplog.at_level(logging.WARNING):
+        source = sources.load_source(config_for(root, classes))
+    train = source.splits["train"]
+    assert labels_of(train) == ["no", "yes"]
+    reasons = {s.path.rsplit("/", 1)[1]: s.reason for s in train.skipped}
+    assert reasons["yes_2.wav"].startswith("unreadable as audio")
+    assert reasons["no_3.wav"] == "empty: 0 samples"
+    assert reasons["no_4.wav"].startswith("truncated: header promises")
+    assert reasons["maybe_5.wav"] == f"label 'maybe' is not in {classes}"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "train split" in warnings[0] and "skipped 4 of 6 files" in warnings[0]
+    assert "1 truncated" in warnings[0] and "1 empty" in warnings[0]
+    assert "and 1 more" in warnings[0]  # only the first few are named
+
+
+def test_split_with_only_bad_files_stops(tiny_wav_tree, classes):
+    root = tiny_wav_tree(
+        {
+            "train/yes_1.wav": wav(),
+            "val/maybe_1.wav": wav(),
+            "test/up_1.wav": wav(),
+        }
+    )
+    with pytest.raises(UserError, match="validation split has no usable audio files"):
+        sources.load_source(config_for(root, classes))
+
+
+def test_missing_and_empty_folders(tiny_wav_tree, classes, tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        sources.load_source(config_for(tmp_path / "nowhere", classes))
+    with pytest.raises(UserError, match="needs data.dir"):
+        sources.load_source(config_for("", classes))
+    root = tiny_wav_tree({"train/yes_1.wav": wav(), "val/up_1.wav": wav()})
+    with pytest.raises(UserError, match="has no test folder: expected test/ or testing/"):
+        sources.load_source(config_for(root, classes))
+    (root / "test").mkdir()
+    with pytest.raises(UserError, match=f"{root / 'test'} holds no audio files"):
+        sources.load_source(config_for(root, classes))
+    (root / "validation").mkdir()
+    with pytest.raises(UserError, match="has validation/ and val/: keep one validation folder"):
+        sources.load_source(config_for(root, classes))
+    with pytest.raises(UserError, match="cannot tell its layout"):
+        sources.load_source(config_for(tmp_path, classes))
+    empty_train = tiny_wav_tree({"train/notes.txt": "no audio"})
+    with pytest.raises(UserError, match="train is empty"):
+        sources.load_source(config_for(empty_train, classes))
+
+
+def test_classes_file_errors(tmp_path):
+    path = tmp_path / "classes.txt"
+    path.write_text("yes\nno\nyes\n")
+    with pytest.raises(UserError, match=rf"{path}, line 3: class 'yes' repeats line 1"):
+        sources.read_classes(str(path))
+    path.write_text("yes\n\nno\n")
+    with pytest.raises(UserError, match=rf"{path}, line 2: blank line"):
+        sources.read_classes(str(path))
+    path.write_text("yes\nno")
+    assert sources.read_classes(str(path)) == ["yes", "no"]
+    with pytest.raises(UserError, match="cannot be read"):
+        sources.read_classes(str(tmp_path / "missing.txt"))
+
+
+def test_noise_dir_and_unknown_source(tiny_wav_tree, classes, tmp_path):
+    root = tiny_wav_tree({"train/yes_1.wav": wav(), "val/up_1.wav": wav(), "test/up_1.wav": wav()})
+    noise = tiny_wav_tree({"hum.wav": tone(1.0, freq=50), "bad.wav": b"junk"})
+    source = sources.load_source(config_for(root, classes, noise_dir=str(noise)))
+    assert source.noise_files == [str(noise / "hum.wav")]
+    with pytest.raises(UserError, match="noise_dir.*does not exist"):
+        sources.load_source(config_for(root, classes, noise_dir=str(tmp_path / "none")))
+    with pytest.raises(UserError, match="data.source='ftp' is unknown"):
+        sources.load_source(config_for(root, classes, source="ftp"))
+
+
+def test_shard_splits_files_by_index(tiny_wav_tree, classes):
+    root = tiny_wav_tree(
+        {
+            **{f"train/yes_{i}.wav": wav(100 + i) for i in range(5)},
+            "val/up_1.wav": wav(),
+            "test/up_1.wav": wav(),
+        }
+    )
+    train = sources.load_source(config_for(root, classes)).splits["train"]
+    shards = [train.shard(i, 2) for i in range(2)]
+    assert [s.num_examples for s in shards] == [3, 2]
+    assert sorted(shards[0].paths + shards[1].paths) == sorted(train.paths)
+
+
+def test_synthetic_source_reads_the_generated_folder(tiny_wav_tree, classes, monkeypatch):
+    root = tiny_wav_tree(
+        {
+            "manifest.json": "{}",
+            "train/yes/a.wav": wav(),
+            "train/no/b.wav": wav(),
+            "validation/up/c.wav": wav(),
+            "test/up/d.wav": wav(),
+        }
+    )
+    calls = []
+
+    def ensure_dataset(data_config, class_names, seed):
+        calls.append((list(class_names), seed))
+        return root
+
+    monkeypatch.setattr(synthetic, "ensure_dataset", ensure_dataset)
+    config = config_for("", classes, source="synthetic")
+    config.seed = 7
+    source = sources.load_source(config)
+    assert calls == [(WORDS, 7)]
+    assert labels_of(source.splits["train"]) == ["no", "yes"]
+
+
+def tfds_config(data_dir=""):
+    config = default.get_config()
+    config.data.source = "tfds"
+    config.data.data_dir = str(data_dir)
+    return config
+
+
+def test_tfds_source_with_mock_data():
+    with tfds.testing.mock_data(num_examples=5, policy=tfds.testing.MockPolicy.USE_CODE):
+        source = sources.load_source(tfds_config())
+        assert source.class_names[10:] == ["_silence_", "_unknown_"]
+        assert len(source.class_names) == 12
+        train = source.splits["train"]
+        assert train.num_examples == 5
+        examples = list(train.dataset().as_numpy_iterator())
+    assert len(examples) == 5
+    for waveform, label in examples:
+        assert waveform.dtype == np.float32 and waveform.ndim == 1
+        assert np.abs(waveform).max() <= 1.0 and 0 <= label < 12
+
+
+def test_tfds_missing_data_says_how_to_get_it(tmp_path):
+    with pytest.raises(UserError, match="tfds build speech_commands") as error:
+        sources.load_source(tfds_config(tmp_path))
+    assert "data.source=synthetic" in str(error.value) and str(tmp_path) in str(error.value)
