@@ -1,0 +1,157 @@
+"""Training-time augmentation in TensorFlow: time shift, background noise, gain, SpecAugment.
+
+All randomness is stateless, drawn from a seed tensor of shape [2] (for example from
+`tf.data.Dataset.random(seed).batch(2)` zipped with the examples, or
+`tf.random.experimental.stateless_fold_in(base_seed, index)`), so a tf.data pipeline with
+the same seeds yields the same examples, however many threads run it. Both functions take
+one example or a batch (any leading dimensions) and draw independently per example.
+
+Noise bank: a 1-D float32 tensor, the background recordings concatenated
+(`np.concatenate(recordings)`); each noisy example mixes in a window of it starting anywhere.
+A window may straddle the seam of two recordings (with six one-minute recordings, about 1.4%
+of one-second windows do), which only changes the noise type mid-clip.
+"""
+
+import tensorflow as tf
+
+from speechjax.errors import UserError
+
+
+def _check(augment_config) -> None:
+    """Raises UserError naming the first `augment.*` value out of range."""
+    c = augment_config
+    non_negative = {
+        "time_shift_ms": c.time_shift_ms,
+        "noise_min": c.noise_min,
+        "gain_db": c.gain_db,
+        "time_masks": c.time_masks,
+        "time_mask_width": c.time_mask_width,
+        "freq_masks": c.freq_masks,
+        "freq_mask_width": c.freq_mask_width,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise UserError(f"augment.{key}={value} must be >= 0.")
+    if not 0 <= c.noise_prob <= 1:
+        raise UserError(f"augment.noise_prob={c.noise_prob} must be in [0, 1].")
+    if c.noise_max < c.noise_min:
+        raise UserError(
+            f"augment.noise_max={c.noise_max} must be >= augment.noise_min={c.noise_min}."
+        )
+
+
+def _uniform(seed, shape, minval, maxval, dtype=tf.float32):
+    return tf.random.stateless_uniform(shape, seed, minval=minval, maxval=maxval, dtype=dtype)
+
+
+def augment_waveform(
+    waveform: tf.Tensor,
+    seed: tf.Tensor,
+    augment_config,
+    sample_rate: int,
+    noise_bank: tf.Tensor | None,
+) -> tf.Tensor:
+    """Time shift, background noise and gain of float32 [..., num_samples] waveforms.
+
+    - Time shift: by a whole number of samples uniform in +-time_shift_ms, zeros shifted in.
+    - Noise (with probability noise_prob, only when noise_bank is given): a random window of
+      the bank, scaled so that its RMS is `level` times the clip's RMS, level uniform in
+      [noise_min, noise_max]; silent clips stay silent.
+    - Gain: uniform in +-gain_db decibels. Nothing is clipped: features are computed in float.
+    """
+    _check(augment_config)
+    waveform = tf.convert_to_tensor(waveform, tf.float32)
+    shift_seed, noise_seed, gain_seed = tf.unstack(
+        tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=3)
+    )
+    num_samples = tf.shape(waveform)[-1]
+    per_example = tf.concat([tf.shape(waveform)[:-1], [1]], axis=0)  # one draw per example
+    samples = tf.range(num_samples)
+
+    max_shift = round(augment_config.time_shift_ms * sample_rate / 1000)
+    if max_shift > 0:
+        shift = _uniform(shift_seed, per_example, -max_shift, max_shift + 1, tf.int32)
+        paddings = [[0, 0]] * (waveform.shape.rank - 1) + [[max_shift, max_shift]]
+        padded = tf.pad(waveform, paddings)
+        waveform = tf.gather(
+            padded, samples + max_shift - shift, batch_dims=waveform.shape.rank - 1
+        )
+
+    if noise_bank is not None and augment_config.noise_prob > 0 and augment_config.noise_max > 0:
+        waveform = _mix_noise(waveform, noise_seed, augment_config, noise_bank, per_example)
+
+    if augment_config.gain_db > 0:
+        gain_db = _uniform(gain_seed, per_example, -augment_config.gain_db, augment_config.gain_db)
+        waveform = waveform * tf.pow(10.0, gain_db / 20.0)
+    return waveform
+
+
+def _mix_noise(waveform, seed, augment_config, noise_bank, per_example):
+    """Adds a random window of the noise bank at a random level relative to the clip's RMS."""
+    noise_bank = tf.convert_to_tensor(noise_bank, tf.float32)
+    if noise_bank.shape.rank != 1:
+        raise ValueError(
+            f"noise_bank must be 1-D (concatenated recordings), got {noise_bank.shape}"
+        )
+    if None not in (noise_bank.shape[0], waveform.shape[-1]) and (
+        noise_bank.shape[0] < waveform.shape[-1]
+    ):
+        raise UserError(
+            f"The background-noise recordings hold {noise_bank.shape[0]} samples, fewer than "
+            f"one clip ({waveform.shape[-1]}): add longer recordings or set data.noise_dir=''."
+        )
+    num_samples = tf.shape(waveform)[-1]
+    bank_size = tf.shape(noise_bank)[0]
+    offset_seed, level_seed, apply_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, num=3)
+    )
+    offset = _uniform(offset_seed, per_example, 0, bank_size - num_samples + 1, tf.int32)
+    noise = tf.gather(noise_bank, offset + tf.range(num_samples))
+    level = _uniform(level_seed, per_example, augment_config.noise_min, augment_config.noise_max)
+    applied = _uniform(apply_seed, per_example, 0.0, 1.0) < augment_config.noise_prob
+
+    def rms(x):
+        return tf.sqrt(tf.reduce_mean(tf.square(x), axis=-1, keepdims=True))
+
+    scale = level * rms(waveform) / tf.maximum(rms(noise), 1e-8)
+    return waveform + tf.where(applied, scale, 0.0) * noise
+
+
+def _band_mask(seed, leading, size, count, max_width):
+    """[..., size] float mask, 0 inside `count` random bands of width 0..max_width, 1 elsewhere."""
+    width_seed, start_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    shape = tf.concat([leading, [count]], axis=0)
+    widths = tf.minimum(_uniform(width_seed, shape, 0, max_width + 1, tf.int32), size)
+    # Uniform start among the size - width + 1 positions that keep the band inside.
+    starts = tf.cast(
+        tf.floor(_uniform(start_seed, shape, 0.0, 1.0) * tf.cast(size - widths + 1, tf.float32)),
+        tf.int32,
+    )
+    positions = tf.range(size)
+    inside = (positions >= starts[..., tf.newaxis]) & (
+        positions < (starts + widths)[..., tf.newaxis]
+    )
+    return 1.0 - tf.cast(tf.reduce_any(inside, axis=-2), tf.float32)
+
+
+def spec_augment(spectrogram: tf.Tensor, seed: tf.Tensor, augment_config) -> tf.Tensor:
+    """SpecAugment masking of [..., T, F, C]: zeroes time_masks bands of 0..time_mask_width
+    frames and freq_masks bands of 0..freq_mask_width bins, over all channels.
+
+    Apply after `features.normalize`, where zero is the training mean.
+    """
+    _check(augment_config)
+    spectrogram = tf.convert_to_tensor(spectrogram, tf.float32)
+    time_seed, freq_seed = tf.unstack(
+        tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
+    )
+    leading = tf.shape(spectrogram)[:-3]
+    num_frames, num_bins = tf.shape(spectrogram)[-3], tf.shape(spectrogram)[-2]
+    c = augment_config
+    if c.time_masks > 0 and c.time_mask_width > 0:
+        mask = _band_mask(time_seed, leading, num_frames, c.time_masks, c.time_mask_width)
+        spectrogram = spectrogram * mask[..., :, tf.newaxis, tf.newaxis]
+    if c.freq_masks > 0 and c.freq_mask_width > 0:
+        mask = _band_mask(freq_seed, leading, num_bins, c.freq_masks, c.freq_mask_width)
+        spectrogram = spectrogram * mask[..., tf.newaxis, :, tf.newaxis]
+    return spectrogram
