@@ -1,0 +1,162 @@
+"""speechjax.augment: stateless determinism, the stated amounts, shapes, tf.data and batches."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import default
+from speechjax import augment
+from speechjax.errors import UserError
+
+RATE = 16000
+SEED = tf.constant([3, 7], tf.int64)
+
+
+def augment_config(**overrides):
+    config = default.get_config().augment
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+ONLY_SHIFT = dict(time_shift_ms=100.0, noise_prob=0.0, gain_db=0.0)
+ONLY_GAIN = dict(time_shift_ms=0.0, noise_prob=0.0, gain_db=6.0)
+ONLY_NOISE = dict(time_shift_ms=0.0, noise_prob=1.0, noise_min=0.3, noise_max=0.3, gain_db=0.0)
+
+
+@pytest.fixture(scope="module")
+def waveform() -> np.ndarray:
+    return np.random.default_rng(0).uniform(-0.5, 0.5, RATE).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def noise_bank() -> np.ndarray:
+    return np.random.default_rng(1).normal(0.0, 0.1, 3 * RATE).astype(np.float32)
+
+
+def test_waveform_augmentation_is_deterministic_per_seed(waveform, noise_bank):
+    config = augment_config()
+    first = augment.augment_waveform(waveform, SEED, config, RATE, noise_bank).numpy()
+    again = augment.augment_waveform(waveform, SEED, config, RATE, noise_bank).numpy()
+    other = augment.augment_waveform(waveform, SEED + 1, config, RATE, noise_bank).numpy()
+    assert first.shape == waveform.shape
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first - other).max() > 1e-3
+
+
+def test_time_shift_rolls_with_zero_fill_within_the_limit(waveform):
+    config = augment_config(**ONLY_SHIFT)
+    max_shift = RATE // 10
+    shifts = set()
+    for seed in range(8):
+        out = augment.augment_waveform(waveform, [seed, 0], config, RATE, None).numpy()
+        matches = [
+            s for s in range(-max_shift, max_shift + 1) if np.array_equal(out, roll(waveform, s))
+        ]
+        assert len(matches) == 1, "the output is not the input shifted by at most 100 ms"
+        shifts.add(matches[0])
+    assert len(shifts) > 1  # the shift varies with the seed
+
+
+def roll(x: np.ndarray, shift: int) -> np.ndarray:
+    """x delayed by `shift` samples (advanced when negative), zeros shifted in."""
+    out = np.zeros_like(x)
+    if shift >= 0:
+        out[shift:] = x[: len(x) - shift]
+    else:
+        out[:shift] = x[-shift:]
+    return out
+
+
+def test_gain_is_one_factor_within_gain_db(waveform):
+    config = augment_config(**ONLY_GAIN)
+    for seed in range(4):
+        out = augment.augment_waveform(waveform, [seed, 1], config, RATE, None).numpy()
+        ratio = out / waveform
+        np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)
+        assert abs(20 * np.log10(ratio[0])) <= 6.0 + 1e-4
+
+
+def test_noise_is_a_bank_window_at_the_stated_level(waveform, noise_bank):
+    config = augment_config(**ONLY_NOISE)
+    out = augment.augment_waveform(waveform, SEED, config, RATE, noise_bank).numpy()
+    added = out - waveform
+    rms = lambda x: np.sqrt(np.mean(np.square(x, dtype=np.float64)))  # noqa: E731
+    np.testing.assert_allclose(rms(added), 0.3 * rms(waveform), rtol=1e-3)
+    # The added noise is a scaled window of the bank: find it by correlation.
+    correlation = np.correlate(noise_bank, added, mode="valid")
+    offset = int(np.argmax(correlation))
+    window = noise_bank[offset : offset + RATE]
+    np.testing.assert_allclose(added, window * (added @ window) / (window @ window), atol=1e-5)
+
+    silent = np.zeros(RATE, np.float32)
+    quiet = augment.augment_waveform(silent, SEED, config, RATE, noise_bank).numpy()
+    np.testing.assert_array_equal(quiet, silent)
+    never = augment_config(**{**ONLY_NOISE, "noise_prob": 0.0})
+    unchanged = augment.augment_waveform(waveform, SEED, never, RATE, noise_bank).numpy()
+    np.testing.assert_array_equal(unchanged, waveform)
+
+
+def test_noise_bank_shorter_than_a_clip_is_a_user_error(waveform):
+    with pytest.raises(UserError, match="noise"):
+        augment.augment_waveform(
+            waveform, SEED, augment_config(**ONLY_NOISE), RATE, np.zeros(100, np.float32)
+        )
+
+
+def test_spec_augment_masks_whole_bands_of_the_stated_size():
+    config = augment_config(time_masks=2, time_mask_width=10, freq_masks=3, freq_mask_width=5)
+    ones = tf.ones([101, 40, 3])
+    masked_frames, masked_bins = [], []
+    for seed in range(20):
+        out = augment.spec_augment(ones, [seed, 2], config).numpy()
+        assert out.shape == (101, 40, 3)
+        zero = out == 0
+        frames, bins = zero.all(axis=(1, 2)), zero.all(axis=(0, 2))
+        # Every zero lies in a fully masked frame or bin; nothing else changes.
+        expected = np.broadcast_to(frames[:, None, None] | bins[None, :, None], zero.shape)
+        np.testing.assert_array_equal(zero, expected)
+        assert frames.sum() <= 2 * 10 and bins.sum() <= 3 * 5
+        masked_frames.append(frames.sum())
+        masked_bins.append(bins.sum())
+    assert max(masked_frames) > 0 and max(masked_bins) > 0
+    again = augment.spec_augment(ones, [5, 2], config)
+    np.testing.assert_array_equal(again, augment.spec_augment(ones, [5, 2], config))
+
+    none = augment_config(time_masks=0, freq_masks=0)
+    np.testing.assert_array_equal(augment.spec_augment(ones, SEED, none), ones)
+
+
+def test_batches_draw_per_example_and_tf_data_matches_eager(waveform, noise_bank):
+    config = augment_config()
+    batch = np.stack([waveform] * 4)
+    out = augment.augment_waveform(batch, SEED, config, RATE, noise_bank).numpy()
+    assert out.shape == batch.shape
+    assert len({row.tobytes() for row in out}) == 4
+    masked = augment.spec_augment(tf.ones([4, 50, 20, 1]), SEED, config).numpy()
+    assert len({row.tobytes() for row in masked}) > 1
+
+    seeds = tf.constant([[0, 1], [0, 2]], tf.int64)
+    dataset = tf.data.Dataset.from_tensor_slices((batch[:2], seeds)).map(
+        lambda w, s: augment.augment_waveform(w, s, config, RATE, tf.constant(noise_bank))
+    )
+    for from_dataset, seed in zip(dataset, seeds, strict=True):
+        eager = augment.augment_waveform(waveform, seed, config, RATE, noise_bank)
+        np.testing.assert_allclose(from_dataset.numpy(), eager.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (dict(noise_prob=1.5), "augment.noise_prob"),
+        (dict(noise_min=0.5, noise_max=0.1), "augment.noise_max"),
+        (dict(time_mask_width=-1), "augment.time_mask_width"),
+        (dict(gain_db=-3.0), "augment.gain_db"),
+    ],
+)
+def test_invalid_config_names_the_key(overrides, key, waveform):
+    config = augment_config(**overrides)
+    with pytest.raises(UserError, match=key):
+        augment.augment_waveform(waveform, SEED, config, RATE, None)
+    with pytest.raises(UserError, match=key):
+        augment.spec_augment(tf.ones([10, 10, 1]), SEED, config)
