@@ -425,7 +425,11 @@ def _waveform_batches(
         examples = (
             split.dataset()
             .enumerate()
-            .map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .map(
+                lambda index, example: crop(index, *example),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
+            )
         )
         if shuffle is not None:
             buffer, seed = shuffle
