@@ -100,22 +100,25 @@ def make_train_step(
             partner = jax.random.permutation(key_perm, labels.shape[0])
             images = lam * images + (1 - lam) * images[partner]
 
-        def loss_fn(params):
-            model = nnx.merge(model_def.train_graph, params, state.model_state)
+        model = nnx.merge(model_def.train_graph, state.params, state.model_state)
+
+        def loss_fn(model):
             logits = model(images)
             loss = _cross_entropy(logits, labels, num_classes, label_smoothing)
             if mixup_alpha > 0:
                 partner_loss = _cross_entropy(logits, labels[partner], num_classes, label_smoothing)
                 loss = lam * loss + (1 - lam) * partner_loss
             mean_loss = jnp.sum(loss * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-            _, _, new_model_state = nnx.split(model, nnx.Param, ...)
-            return mean_loss, (loss, logits, new_model_state)
+            return mean_loss, (loss, logits)
 
-        grads, (loss, logits, model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        # nnx.grad (not jax.grad): it lets BatchNorm update its statistics on the merged
+        # model, and differentiates with respect to the nnx.Param variables only.
+        grads, (loss, logits) = nnx.grad(loss_fn, has_aux=True)(model)
+        _, params, model_state = nnx.split(model, nnx.Param, ...)
+        updates, opt_state = tx.update(grads, state.opt_state, params)
         new_state = state.replace(
             step=state.step + 1,
-            params=optax.apply_updates(state.params, updates),
+            params=optax.apply_updates(params, updates),
             model_state=model_state,
             opt_state=opt_state,
         )

@@ -7,6 +7,16 @@ import numpy as np
 import pytest
 import soundfile
 
+# Before anything imports jax: tests run on the CPU (with no CUDA plugin start-up), and
+# share XLA's persistent compilation cache, so each distinct step compiles once per
+# machine rather than once per test and subprocess.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(os.path.expanduser("~"), ".cache", "speechjax-tests-xla"),
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
 SHARED_DATA_ENV = "SPEECHJAX_SHARED_DATA"
 
 

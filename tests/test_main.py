@@ -50,8 +50,15 @@ def _results(workdir) -> dict:
 
 
 def test_training_writes_everything_a_run_promises(trained):
-    for name in ("config.json", "log.txt", "norm_stats.json", "results.json", "history.png",
-                 "confusion_test.png", "eval_test.json"):
+    for name in (
+        "config.json",
+        "log.txt",
+        "norm_stats.json",
+        "results.json",
+        "history.png",
+        "confusion_test.png",
+        "eval_test.json",
+    ):
         assert (trained / name).is_file(), name
     assert list((trained / "tensorboard").glob("events.out.tfevents.*"))
     assert (trained / "checkpoints").is_dir()
@@ -68,8 +75,14 @@ def test_eval_mode_reproduces_the_logged_validation_accuracy(trained, workspace)
     results = _results(trained)
     step = results["history"][-1]["step"]
     run_main(
-        "--config", f"tests/tiny_config.py:{workspace}", "--workdir", str(trained),
-        "--mode", "eval", "--config.eval.split=validation", f"--config.eval.step={step}",
+        "--config",
+        f"tests/tiny_config.py:{workspace}",
+        "--workdir",
+        str(trained),
+        "--mode",
+        "eval",
+        "--config.eval.split=validation",
+        f"--config.eval.step={step}",
     )
     report = json.loads((trained / "eval_validation.json").read_text())
     assert report["step"] == step
@@ -107,8 +120,13 @@ def test_misspelled_config_key_is_refused_without_a_traceback():
 
 def test_eval_without_checkpoints_says_what_to_do(tmp_path, workspace):
     result = run_main(
-        "--config", f"tests/tiny_config.py:{workspace}", "--workdir", str(tmp_path / "none"),
-        "--mode", "eval", check=False,
+        "--config",
+        f"tests/tiny_config.py:{workspace}",
+        "--workdir",
+        str(tmp_path / "none"),
+        "--mode",
+        "eval",
+        check=False,
     )
     assert result.returncode == 2
     assert "No checkpoint in" in result.stderr and "train first" in result.stderr
