@@ -5,10 +5,10 @@ The contract the trainer uses is `create_pipeline` and `DataPipeline`; batches a
 
 How it stays fast and exact:
 * Each split is read by example index. When its decoded waveforms fit in `data.cache_mb`,
-  the split is decoded once (numpy, threads) into one flat in-memory array and a batch of
-  fixed-length windows is one vectorised gather from it; otherwise a folder split decodes
-  the file of each index every epoch, and a TFDS split (no random access) streams through a
-  seeded shuffle buffer.
+  the split is decoded once (numpy, threads) into one in-memory array and a batch of
+  fixed-length windows is one gather from it; otherwise a folder split reads the files of
+  each batch (numpy, one tf.numpy_function call per batch) every epoch, and a TFDS split (no
+  random access) streams through a seeded shuffle buffer.
 * Training order, crop windows (per example) and augmentation seeds (per batch; augment
   draws independently for each example from it) are tables drawn from (config.seed, epoch,
   process): the batches of an epoch are the same whatever ran before, which exact resume
@@ -315,8 +315,8 @@ class _Memory:
     """
 
     def __init__(self, waveforms: list[np.ndarray], labels: np.ndarray, length: int, name: str):
-        lengths = np.array([len(w) for w in waveforms], np.int64)
-        stored = np.maximum(lengths, length)
+        self.lengths = np.array([len(w) for w in waveforms], np.int64)
+        stored = np.maximum(self.lengths, length)
         values = np.zeros(stored.sum(), np.float32)
         starts = np.concatenate([[0], np.cumsum(stored)[:-1]])
         for start, waveform in zip(starts, waveforms, strict=True):
@@ -325,7 +325,6 @@ class _Memory:
         self.rows = bool(np.all(stored == length))
         self.values = tf.constant(values.reshape(-1, length) if self.rows else values)
         self.starts = tf.constant(starts, tf.int64)
-        self.lengths = tf.constant(lengths)
         self.labels = tf.constant(labels, tf.int32)
         logging.info(
             "%s split: %d examples decoded into memory (%.0f MiB).",
@@ -337,8 +336,7 @@ class _Memory:
     @classmethod
     def decode(cls, split: sources.Split, length: int) -> "_Memory":
         if isinstance(split, sources.FileSplit):
-            # numpy reads raw PCM ~3x faster per CPU-second than a tf.data map, and file I/O
-            # and libsndfile/soxr release the GIL, so threads overlap.
+            # File reads and libsndfile/soxr release the GIL, so threads overlap.
             with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
                 waveforms = list(pool.map(split.load, range(split.num_examples)))
             return cls(waveforms, split.labels, length, split.name)
@@ -348,26 +346,49 @@ class _Memory:
             labels.append(label)
         return cls(waveforms, np.asarray(labels), length, split.name)
 
-    def windows(
-        self, indices: tf.Tensor, positions: tf.Tensor | None
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        """indices [B] (-1: padding) -> (waveforms [B, length], labels [B])."""
+    def windows(self, indices: tf.Tensor, offsets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """indices [B] (-1: padding) -> (waveforms [B, length], labels [B]).
+
+        offsets: [n] start of each example's window (ignored when no clip is longer).
+        """
         valid = indices >= 0
         safe = tf.maximum(indices, 0)
         if self.rows:
             waveforms = tf.gather(self.values, safe)
         else:
-            example_positions = None if positions is None else tf.gather(positions, safe)
-            offsets = audio.window_offset(
-                tf.gather(self.lengths, safe), self.length, example_positions
-            )
             waveforms = tf.map_fn(
                 lambda start: self.values[start : start + self.length],
-                tf.gather(self.starts, safe) + offsets,
+                tf.gather(self.starts, safe) + tf.gather(offsets, safe),
                 fn_output_signature=tf.TensorSpec([self.length], tf.float32),
             )
         waveforms = tf.where(valid[:, tf.newaxis], waveforms, 0.0)
         return waveforms, tf.where(valid, tf.gather(self.labels, safe), 0)
+
+
+def _file_windows(split: sources.FileSplit, offsets: np.ndarray, length: int):
+    """tf: indices [B] (-1: padding) -> (waveforms [B, length], labels [B]), read from files.
+
+    numpy on a whole batch (one tf.numpy_function call): ~40% less CPU per clip than a
+    per-example tf.data map.
+    """
+
+    def load(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        waveforms = np.zeros((len(indices), length), np.float32)
+        for row, index in enumerate(indices):
+            if index >= 0:
+                window = split.load(index)[offsets[index] : offsets[index] + length]
+                waveforms[row, : len(window)] = window
+        labels = np.where(indices >= 0, split.labels[np.maximum(indices, 0)], 0)
+        return waveforms, labels.astype(np.int32)
+
+    def windows(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        waveforms, labels = tf.numpy_function(
+            load, [indices], [tf.float32, tf.int32], stateful=False
+        )
+        batch = indices.shape[0]
+        return tf.ensure_shape(waveforms, [batch, length]), tf.ensure_shape(labels, [batch])
+
+    return windows
 
 
 def _padded_order(size: int, total: int) -> np.ndarray:
@@ -392,54 +413,49 @@ def _waveform_batches(
     own order, passed through a shuffle buffer of (size, seed) when `shuffle` is given, and
     takes len(order) examples (padded when order has padding).
     """
-    positions = None if positions is None else tf.constant(positions, tf.float64)
-    if memory is not None:
+    if memory is not None or isinstance(split, sources.FileSplit):
+        lengths = memory.lengths if memory is not None else split.lengths
+        offsets = audio.window_offset(lengths, clip_samples, positions).numpy()
+        if memory is None:
+            windows = _file_windows(split, offsets, clip_samples)
+        else:
+            offsets_table = tf.constant(offsets)
+
+            def windows(indices):
+                return memory.windows(indices, offsets_table)
+
         return (
             tf.data.Dataset.from_tensor_slices(order.astype(np.int64))
             .batch(batch_size, drop_remainder=True)
             .map(
-                lambda i: (i, *memory.windows(i, positions)),
+                lambda i: (i, *windows(i)),
                 num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True,
             )
         )
 
-    def crop(index, waveform, label):
+    positions = None if positions is None else tf.constant(positions, tf.float64)
+
+    def crop(index, example):
+        waveform, label = example
         position = None if positions is None else tf.gather(positions, index)
         offset = audio.window_offset(tf.shape(waveform, tf.int64)[0], clip_samples, position)
         return index, audio.crop_or_pad(waveform, clip_samples, offset), label
 
-    if isinstance(split, sources.FileSplit):
-
-        def element(index):
-            return tf.cond(
-                index >= 0,
-                lambda: crop(index, *split.element(index)),
-                lambda: (index, tf.zeros([clip_samples]), tf.constant(0, tf.int32)),
-            )
-
-        examples = tf.data.Dataset.from_tensor_slices(order.astype(np.int64)).map(
-            element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-        )
-    else:
-        examples = (
-            split.dataset()
-            .enumerate()
-            .map(
-                lambda index, example: crop(index, *example),
-                num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True,
-            )
-        )
-        if shuffle is not None:
-            buffer, seed = shuffle
-            examples = examples.shuffle(max(buffer, 1), seed=seed, reshuffle_each_iteration=False)
-        padding = int(np.sum(order < 0))
-        examples = examples.take(len(order) - padding).concatenate(
-            tf.data.Dataset.from_tensors(
-                (tf.constant(-1, tf.int64), tf.zeros([clip_samples]), tf.constant(0, tf.int32))
-            ).repeat(padding)
-        )
+    examples = (
+        split.dataset()
+        .enumerate()
+        .map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    )
+    if shuffle is not None:
+        buffer, seed = shuffle
+        examples = examples.shuffle(max(buffer, 1), seed=seed, reshuffle_each_iteration=False)
+    padding = int(np.sum(order < 0))
+    examples = examples.take(len(order) - padding).concatenate(
+        tf.data.Dataset.from_tensors(
+            (tf.constant(-1, tf.int64), tf.zeros([clip_samples]), tf.constant(0, tf.int32))
+        ).repeat(padding)
+    )
     return examples.batch(batch_size, drop_remainder=True)
 
 

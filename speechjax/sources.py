@@ -1,9 +1,10 @@
 """Where examples come from: a folder (three layouts), TFDS `speech_commands`, or the synthetic set.
 
 `load_source(config)` returns the class names, the three splits ("train", "validation",
-"test") and the background-noise files. A split yields decoded examples, `(waveform float32
-[n] at data.sample_rate, label int32)`, in a fixed order; a folder split can also read any
-example by index (`FileSplit.element`), which the pipeline uses for exact per-epoch shuffles.
+"test") and the background-noise files. Examples are (waveform float32 [n] at
+data.sample_rate, label): a folder split reads any example by index (`FileSplit.load`, numpy),
+which the pipeline uses for exact per-epoch shuffles; a TFDS split is a tf.data stream in a
+fixed order (`TfdsSplit.dataset`).
 
 Folder layouts (`data.layout`, "auto" detects them):
   split_label      `<split>/<label>/*.wav`                    (the synthetic set is written so)
@@ -74,9 +75,14 @@ class FileSplit:
         return len(self.paths)
 
     @property
+    def lengths(self) -> np.ndarray:
+        """int64 [n]: samples of each example at the split's sample rate."""
+        return np.array([i.samples_at(self.sample_rate) for i in self.infos], np.int64)
+
+    @property
     def decoded_bytes(self) -> int:
         """Memory the decoded float32 waveforms take."""
-        return 4 * sum(info.samples_at(self.sample_rate) for info in self.infos)
+        return 4 * int(self.lengths.sum())
 
     def shard(self, index: int, count: int) -> "FileSplit":
         """Every count-th file from index: this process's part of the split."""
@@ -88,31 +94,8 @@ class FileSplit:
         )
 
     def load(self, index: int) -> np.ndarray:
-        """numpy: example `index`'s waveform, float32 [n] at the split's sample rate."""
+        """Example `index`'s waveform, float32 [n] at the split's sample rate."""
         return audio.load(self.paths[index], self.infos[index], self.sample_rate)
-
-    def element(self, index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """tf: example index -> (waveform float32 [n], label int32)."""
-        infos = self.infos
-
-        def column(values, dtype):
-            return tf.gather(tf.constant(values, dtype), index)
-
-        waveform = audio.decode(
-            column(self.paths, tf.string),
-            column([i.fast(self.sample_rate) for i in infos], tf.bool),
-            column([i.data_offset for i in infos], tf.int32),
-            column([i.frames for i in infos], tf.int32),
-            column([i.channels for i in infos], tf.int32),
-            self.sample_rate,
-        )
-        return waveform, column(self.labels, tf.int32)
-
-    def dataset(self) -> tf.data.Dataset:
-        """Every example in file order, decoded in parallel."""
-        return tf.data.Dataset.range(self.num_examples).map(
-            self.element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-        )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -1,4 +1,4 @@
-"""speechjax.audio: header probe, raw and librosa decoding (numpy and tf), windows."""
+"""speechjax.audio: header probe, raw and librosa decoding, windows."""
 
 import io
 import wave
@@ -20,18 +20,7 @@ def wav_bytes(samples, rate=16000, subtype="PCM_16") -> bytes:
     return buffer.getvalue()
 
 
-def tf_decode(path: str, info: audio.AudioInfo, sample_rate: int = 16000) -> np.ndarray:
-    return audio.decode(
-        tf.constant(path),
-        tf.constant(info.fast(sample_rate)),
-        tf.constant(info.data_offset),
-        tf.constant(info.frames),
-        tf.constant(info.channels),
-        sample_rate,
-    ).numpy()
-
-
-def test_mono_16k_wav_is_read_raw_identically_by_numpy_and_tf(tiny_wav_tree):
+def test_mono_16k_wav_is_read_raw(tiny_wav_tree):
     samples = tone(0.5)
     root = tiny_wav_tree({"a.wav": samples})
     path = str(root / "a.wav")
@@ -40,7 +29,6 @@ def test_mono_16k_wav_is_read_raw_identically_by_numpy_and_tf(tiny_wav_tree):
     assert info.fast(16000) and not info.fast(8000)
     expected, _ = soundfile.read(path, dtype="float32")
     np.testing.assert_array_equal(audio.load(path, info, 16000), expected)
-    np.testing.assert_array_equal(tf_decode(path, info), expected)
     np.testing.assert_allclose(expected, samples, atol=1 / 32768)
 
 
@@ -59,7 +47,6 @@ def test_data_chunk_after_other_chunks_and_trailing_chunk(tmp_path):
     assert (info.frames, info.fast(16000)) == (1600, True)
     expected = np.frombuffer(pcm, "<i2") / 32768
     np.testing.assert_allclose(audio.load(str(path), info, 16000), expected, atol=1e-7)
-    np.testing.assert_allclose(tf_decode(str(path), info), expected, atol=1e-7)
 
 
 def test_stereo_is_averaged(tiny_wav_tree):
@@ -71,7 +58,6 @@ def test_stereo_is_averaged(tiny_wav_tree):
     both, _ = soundfile.read(path, dtype="float32")
     expected = both.mean(axis=1)
     np.testing.assert_allclose(audio.load(path, info, 16000), expected, atol=1e-7)
-    np.testing.assert_allclose(tf_decode(path, info), expected, atol=1e-7)
 
 
 def test_other_sample_rate_is_resampled_by_librosa(tiny_wav_tree):
@@ -81,9 +67,9 @@ def test_other_sample_rate_is_resampled_by_librosa(tiny_wav_tree):
     assert info.sample_rate == 8000 and not info.fast(16000)
     assert info.samples_at(16000) == 16000
     expected, _ = librosa.load(path, sr=16000)
-    for decoded in (audio.load(path, info, 16000), tf_decode(path, info)):
-        assert decoded.shape == (16000,)
-        np.testing.assert_allclose(decoded, expected, atol=1e-6)
+    decoded = audio.load(path, info, 16000)
+    assert decoded.shape == (16000,)
+    np.testing.assert_allclose(decoded, expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("suffix", [".flac", ".ogg"])
@@ -94,8 +80,7 @@ def test_non_wav_is_decoded_by_librosa(tiny_wav_tree, suffix):
     assert audio.is_audio_file(path)
     info = audio.probe(path)
     assert not info.fast(16000) and info.frames == 4000
-    decoded = tf_decode(path, info)
-    np.testing.assert_allclose(decoded, audio.load(path, info, 16000), atol=1e-6)
+    decoded = audio.load(path, info, 16000)
     # FLAC is lossless at 16 bits; Vorbis is lossy.
     atol = 1 / 32768 + 1e-7 if suffix == ".flac" else 0.05
     np.testing.assert_allclose(decoded, samples, atol=atol)
@@ -108,7 +93,7 @@ def test_float_and_24_bit_wav_take_the_librosa_path(tmp_path):
         path.write_bytes(wav_bytes(samples, subtype=subtype))
         info = audio.probe(str(path))
         assert not info.pcm16_wav
-        np.testing.assert_allclose(tf_decode(str(path), info), samples, atol=1e-6)
+        np.testing.assert_allclose(audio.load(str(path), info, 16000), samples, atol=1e-6)
 
 
 @pytest.mark.parametrize(
