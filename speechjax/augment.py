@@ -40,6 +40,17 @@ def _check(augment_config) -> None:
         )
 
 
+@tf.function(jit_compile=True)
+def _windows(source: tf.Tensor, starts: tf.Tensor, length: int) -> tf.Tensor:
+    """source[..., start : start + length] for each start in `starts` ([..., 1]).
+
+    Leading dimensions of a multi-dimensional source pair with those of `starts`; a 1-D
+    source is shared. Compiled with XLA: tf's own gather moves these windows one float at a
+    time, about five times slower (~0.2 ms per one-second clip).
+    """
+    return tf.gather(source, starts + tf.range(length), batch_dims=source.shape.rank - 1)
+
+
 def _uniform(seed, shape, minval, maxval, dtype=tf.float32):
     return tf.random.stateless_uniform(shape, seed, minval=minval, maxval=maxval, dtype=dtype)
 
@@ -51,7 +62,8 @@ def augment_waveform(
     sample_rate: int,
     noise_bank: tf.Tensor | None,
 ) -> tf.Tensor:
-    """Time shift, background noise and gain of float32 [..., num_samples] waveforms.
+    """Time shift, background noise and gain of float32 [..., num_samples] waveforms
+    (num_samples static: pad or crop first).
 
     - Time shift: by a whole number of samples uniform in +-time_shift_ms, zeros shifted in.
     - Noise (with probability noise_prob, only when noise_bank is given): a random window of
@@ -64,18 +76,15 @@ def augment_waveform(
     shift_seed, noise_seed, gain_seed = tf.unstack(
         tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=3)
     )
-    num_samples = tf.shape(waveform)[-1]
+    if waveform.shape.rank is None or waveform.shape[-1] is None:
+        raise ValueError(f"augment_waveform needs a static clip length, got {waveform.shape}.")
     per_example = tf.concat([tf.shape(waveform)[:-1], [1]], axis=0)  # one draw per example
-    samples = tf.range(num_samples)
 
     max_shift = round(augment_config.time_shift_ms * sample_rate / 1000)
     if max_shift > 0:
         shift = _uniform(shift_seed, per_example, -max_shift, max_shift + 1, tf.int32)
         paddings = [[0, 0]] * (waveform.shape.rank - 1) + [[max_shift, max_shift]]
-        padded = tf.pad(waveform, paddings)
-        waveform = tf.gather(
-            padded, samples + max_shift - shift, batch_dims=waveform.shape.rank - 1
-        )
+        waveform = _windows(tf.pad(waveform, paddings), max_shift - shift, waveform.shape[-1])
 
     if noise_bank is not None and augment_config.noise_prob > 0 and augment_config.noise_max > 0:
         waveform = _mix_noise(waveform, noise_seed, augment_config, noise_bank, per_example)
@@ -106,7 +115,7 @@ def _mix_noise(waveform, seed, augment_config, noise_bank, per_example):
         tf.random.experimental.stateless_split(seed, num=3)
     )
     offset = _uniform(offset_seed, per_example, 0, bank_size - num_samples + 1, tf.int32)
-    noise = tf.gather(noise_bank, offset + tf.range(num_samples))
+    noise = _windows(noise_bank, offset, waveform.shape[-1])
     level = _uniform(level_seed, per_example, augment_config.noise_min, augment_config.noise_max)
     applied = _uniform(apply_seed, per_example, 0.0, 1.0) < augment_config.noise_prob
 
