@@ -29,13 +29,13 @@ def _build_abstractly(config, num_classes: int = 35):
         int(config.data.sample_rate * config.data.clip_seconds),
         config.data.sample_rate,
     )
-    model = nnx.eval_shape(
-        lambda: models.create_model(config.model, num_classes, input_shape, nnx.Rngs(0))
-    )
-    models.set_training(model, False)
-    logits = jax.eval_shape(
-        lambda x: model(x), jax.ShapeDtypeStruct((2, *input_shape), jnp.float32)
-    )
+
+    def forward(x):
+        model = models.create_model(config.model, num_classes, input_shape, nnx.Rngs(0))
+        models.set_training(model, False)
+        return model(x)
+
+    logits = jax.eval_shape(forward, jax.ShapeDtypeStruct((2, *input_shape), jnp.float32))
     return input_shape, logits
 
 
