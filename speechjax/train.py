@@ -6,6 +6,7 @@ the epoch and the step, so a resumed run ends with exactly the metrics of an
 uninterrupted one.
 """
 
+import collections
 import itertools
 import math
 import os
@@ -25,6 +26,7 @@ from speechjax.train_state import create_train_state, make_eval_step, make_train
 # How often (in steps) the progress bar fetches the running loss from the device;
 # fetching every step would stall the device queue.
 PROGRESS_EVERY = 10
+QUEUED_STEPS = 2
 
 
 class TrainingDiverged(UserError):
@@ -202,10 +204,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 disable=not is_chief,
                 dynamic_ncols=True,
             )
+            # Steps are queued asynchronously; the bar counts a step when it has finished,
+            # keeping QUEUED_STEPS in flight so the device never waits for the host.
+            in_flight = collections.deque()
             for batch_index, batch in enumerate(batches, start=skip + 1):
                 state, metrics = session.train_step(state, sharding.put_batch(batch, session.mesh))
                 sums = _add(sums, metrics)
-                bar.update(global_batch)
+                in_flight.append(metrics["count"])
+                if len(in_flight) > QUEUED_STEPS:
+                    in_flight.popleft().block_until_ready()
+                    bar.update(global_batch)
                 if batch_index % PROGRESS_EVERY == 0 or batch_index == steps_per_epoch:
                     running = _sums_to_floats(sums)
                     _check_finite(
@@ -235,6 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                         f"(epoch {epoch}, batch {batch_index}/{steps_per_epoch}) in "
                         f"{workdir}/checkpoints; run the same command to resume."
                     )
+            bar.update(global_batch * len(in_flight))
             bar.close()
             train_sums = _sums_to_floats(sums)
             _check_finite(

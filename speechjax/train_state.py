@@ -46,19 +46,34 @@ def create_train_state(
     tx: optax.GradientTransformation,
 ) -> tuple[ModelDef, TrainState]:
     """Initialises the model from `config.seed` and the optimiser state for it."""
-    rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1)
-    model = models.create_model(config.model, num_classes, input_shape, rngs)
-    models.set_training(model, False)
-    eval_graph, _, _ = nnx.split(model, nnx.Param, ...)
-    models.set_training(model, True)
-    train_graph, params, model_state = nnx.split(model, nnx.Param, ...)
-    state = TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        model_state=model_state,
-        opt_state=tx.init(params),
-    )
-    return ModelDef(train_graph, eval_graph), state
+
+    def build() -> nnx.Module:
+        # "rbg" keys for initialisation: threefry's init graph compiles for seconds on CPU.
+        params_key = jax.random.key(config.seed, impl="rbg")
+        rngs = nnx.Rngs(params=params_key, dropout=config.seed + 1)
+        model = models.create_model(config.model, num_classes, input_shape, rngs)
+        models.set_training(model, True)
+        return model
+
+    # The graphs come from an abstract model (shapes only); the arrays from one compiled
+    # init, since eager initialisation compiles every random draw separately (seconds each
+    # on a CPU).
+    abstract = nnx.eval_shape(build)
+    train_graph, _, _ = nnx.split(abstract, nnx.Param, ...)
+    models.set_training(abstract, False)
+    eval_graph, _, _ = nnx.split(abstract, nnx.Param, ...)
+
+    @jax.jit
+    def init() -> TrainState:
+        _, params, model_state = nnx.split(build(), nnx.Param, ...)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            model_state=model_state,
+            opt_state=tx.init(params),
+        )
+
+    return ModelDef(train_graph, eval_graph), init()
 
 
 def _cross_entropy(logits, labels, num_classes: int, label_smoothing: float):

@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 import soundfile
 
-# Before anything imports jax: tests run on the CPU (with no CUDA plugin start-up), and
-# share XLA's persistent compilation cache, so each distinct step compiles once per
-# machine rather than once per test and subprocess.
+from speechjax import accelerator
+
+# Before anything imports jax: tests run on the CPU (with no CUDA plugin start-up) with
+# the CPU convolution flag main.py uses, and share XLA's persistent compilation cache, so
+# each distinct step compiles once per machine rather than once per test and subprocess.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+accelerator.use_fast_cpu_convolutions()
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR",
     os.path.join(os.path.expanduser("~"), ".cache", "speechjax-tests-xla"),
