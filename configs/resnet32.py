@@ -14,6 +14,10 @@ def get_config():
     config.features.n_mels = 40
     config.features.window_ms = 30.0
     config.features.hop_ms = 20.0
+    # SpecAugment time masks of up to 100 ms (5 frames of 20 ms): wider ones erase most of
+    # a word, which is only about 350 ms long in the synthetic set.
+    config.augment.time_mask_width = 5
+    config.train.batch_size = 32
     config.train.lr = 3e-3
     config.train.schedule = "cosine"
     config.train.warmup_epochs = 1.0
