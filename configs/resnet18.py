@@ -1,14 +1,7 @@
-"""torchvision's ResNet18 layout on 64-band log-mel spectrograms (101 x 64)."""
+"""torchvision's ResNet18 on 64-band log-mel spectrograms (101 x 64); see configs/logmel64.py."""
 
-from configs import default
+from configs import logmel64
 
 
 def get_config():
-    config = default.get_config()
-    config.model.name = "resnet18"
-    config.features.kind = "logmel"
-    config.features.n_mels = 64
-    config.train.lr = 1e-3
-    config.train.schedule = "cosine"
-    config.train.warmup_epochs = 1.0
-    return config
+    return logmel64.config_for("resnet18")

@@ -68,3 +68,13 @@ def tiny_wav_tree(tmp_path):
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory) -> str:
+    """Classes file and synthetic-data cache of tests/tiny_config.py (generated once)."""
+    from tests import tiny_config
+
+    path = str(tmp_path_factory.mktemp("workspace"))
+    tiny_config.write_workspace(path)
+    return path

@@ -9,8 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-from tests import tiny_config
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -29,13 +27,6 @@ def run_main(*args, devices: int = 1, check: bool = True) -> subprocess.Complete
     if check and result.returncode != 0:
         raise AssertionError(f"main.py {' '.join(args)} failed:\n{result.stderr[-4000:]}")
     return result
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("workspace"))
-    tiny_config.write_workspace(path)
-    return path
 
 
 @pytest.fixture(scope="module")

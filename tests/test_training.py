@@ -10,13 +10,6 @@ from tests import tiny_config
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("workspace"))
-    tiny_config.write_workspace(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def uninterrupted(workspace, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("uninterrupted"))
     return train.train_and_evaluate(tiny_config.get_config(workspace), workdir)
