@@ -46,6 +46,11 @@ NORM_STATS_FILE = "norm_stats.json"
 # train step (measured: epochs alternated between 38 and 55 ex/s for ResNet-32 on 2 cores).
 _PARALLEL_BATCHES = 2
 _PREFETCH_BATCHES = 2
+# Without tf.data's autotuner as well: beside running train steps, deleting a finished
+# epoch's iterator waited 10-40 s for it every other epoch (measured on 2 cores). AUTOTUNE
+# parallelism then means a fixed default (the number of cores).
+_FIXED_PARALLELISM = tf.data.Options()
+_FIXED_PARALLELISM.autotune.enabled = False
 # Examples per batch when computing norm stats.
 _STATS_BATCH = 256
 
@@ -193,6 +198,7 @@ class DataPipeline:
             tf.data.Dataset.zip(waveform_batches, tf.data.Dataset.from_tensor_slices(seeds))
             .map(batch, num_parallel_calls=_PARALLEL_BATCHES, deterministic=True)
             .prefetch(_PREFETCH_BATCHES)
+            .with_options(_FIXED_PARALLELISM)
         )
 
     def _noise(self) -> tf.Tensor | None:
@@ -229,6 +235,7 @@ class DataPipeline:
             )
             .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .prefetch(tf.data.AUTOTUNE)
+            .with_options(_FIXED_PARALLELISM)
         )
 
     def _cached(self, name: str) -> "_Memory | None":
