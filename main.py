@@ -1,8 +1,9 @@
-"""speechjax command line: train, evaluate, on any config.
+"""speechjax command line: train, evaluate, predict, on any config.
 
 python main.py --config configs/resnet32.py                    # train + test
 python main.py --config configs/resnet32.py --config.train.lr=0.01
 python main.py --config configs/resnet32.py --workdir runs/r32 --mode eval
+python main.py --config configs/resnet32.py --workdir runs/r32 --mode predict --audio a.wav
 """
 
 import re
@@ -18,7 +19,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from speechjax.errors import UserError  # noqa: E402
 
-MODES = ("train", "eval")
+MODES = ("train", "eval", "predict")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -29,7 +30,23 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run folder: checkpoints, logs, results. Default: runs/<model name>."
 )
-_MODE = flags.DEFINE_enum("mode", "train", MODES, "train (or resume) | eval (restore + report)")
+_MODE = flags.DEFINE_enum(
+    "mode",
+    "train",
+    MODES,
+    "train (or resume) | eval (a checkpoint on a split, with a report) | "
+    "predict (label audio files and find commands in long recordings)",
+)
+_AUDIO = flags.DEFINE_multi_string(
+    "audio", [], "predict: an audio file, a folder (searched recursively) or a glob; repeatable."
+)
+_OUTPUT = flags.DEFINE_string(
+    "output",
+    None,
+    "eval: the report's path (default: workdir/eval_<split>.json for the training data, "
+    "eval_<split>-<data>.json for other data); predict: the JSON's path (default: "
+    "workdir/predictions.json; a .csv goes beside it).",
+)
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first (multi-host runs)."
 )
@@ -41,24 +58,34 @@ def _run(argv) -> None:
         raise UserError(f"Unexpected arguments {argv[1:]}: every option is a --flag.")
     import jax
 
-    from speechjax import evaluate, train
-
     if _DISTRIBUTED.value:
         jax.distributed.initialize()
     if _PLATFORM_NOTE:
         logging.info(_PLATFORM_NOTE)
     config = _CONFIG.value
     workdir = _WORKDIR.value or f"runs/{config.model.name}"
+    # Keys set with --config.<key>=...: eval and predict refuse those the checkpoint fixes.
+    overrides = set(config_flags.get_override_values(flags.FLAGS["config"]))
     logging.info("JAX devices: %s; workdir: %s", jax.devices(), workdir)
+    if _MODE.value != "predict" and _AUDIO.value:
+        raise UserError("--audio is for --mode predict.")
     if _MODE.value == "train":
+        from speechjax import train
+
         results = train.train_and_evaluate(config, workdir)
         print(
             f"best validation accuracy {results['best_val_accuracy']:.4f} "
             f"(epoch {results['best_epoch']}); test accuracy {results['test_accuracy']:.4f}; "
             f"results in {workdir}/results.json"
         )
+    elif _MODE.value == "eval":
+        from speechjax import evaluate
+
+        evaluate.evaluate_checkpoint(config, workdir, overrides, _OUTPUT.value)
     else:
-        evaluate.evaluate_checkpoint(config, workdir)
+        from speechjax import predict
+
+        predict.predict_files(config, workdir, _AUDIO.value, overrides, _OUTPUT.value)
 
 
 def main(argv) -> None:

@@ -130,6 +130,20 @@ def get_config() -> ml_collections.ConfigDict:
     eval_config.split = "test"
     eval_config.step = -1
 
+    config.predict = predict = ml_collections.ConfigDict()
+    # --mode predict: labels listed per file, with their probabilities.
+    predict.top_k = 3
+    # Files longer than one clip are scanned with a one-clip window every hop_ms;
+    # posteriors are averaged over average_ms, a command is reported when the averaged top
+    # score reaches threshold and the same label was not reported within suppress_ms
+    # (TensorFlow's RecognizeCommands). README "Prediction" says how these were chosen.
+    predict.hop_ms = 100.0
+    predict.average_ms = 500.0
+    predict.threshold = 0.8
+    predict.suppress_ms = 1500.0
+    # A PNG per long file: spectrogram with the detections marked, and the scores.
+    predict.plot = True
+
     config.checkpoint = checkpoint = ml_collections.ConfigDict()
     # Latest checkpoints kept besides the best one.
     checkpoint.keep_latest = 1

@@ -1,118 +1,137 @@
-"""Evaluation: the loop over a split, and `--mode eval` (restore a checkpoint, report a split)."""
+"""`--mode eval`: a checkpoint's model on any data, with a report.
 
-import dataclasses
+The model, its front end, sample rate, clip length, classes and normalisation statistics
+come from the checkpoint (`speechjax.inference`); the config says only which data to read
+(`data.*`), which split (`eval.split`), which checkpoint (`eval.step`) and the batch size.
+A command-line override that contradicts the checkpoint is refused. The data may be the
+training data or any folder holding just the split to evaluate; its report goes to
+`--output`, else `eval_<split>.json` in the workdir for the training data and
+`eval_<split>-<data>.json` for other data, so a new test set never overwrites the report
+of the training data's.
+"""
+
+import csv
+import hashlib
+import math
 import os
+import re
 
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
-from tqdm import tqdm
 
-from speechjax import checkpoints, input_pipeline, reporting, sharding
-from speechjax.input_pipeline import LABEL, MASK
-
-
-@dataclasses.dataclass
-class EvalResult:
-    loss: float
-    accuracy: float
-    num_examples: int
-    # confusion[true, predicted] counts, over real (unpadded) examples only.
-    confusion: np.ndarray
-
-    def per_class_accuracy(self) -> np.ndarray:
-        return np.diag(self.confusion) / np.maximum(self.confusion.sum(axis=1), 1)
+from speechjax import eval_loop, inference, input_pipeline, sharding, sources
+from speechjax.errors import UserError
+from speechjax.run import RunMetadata, Workdir
+from speechjax.train_state import make_eval_step
 
 
-def evaluate_split(
-    eval_step, state, pipeline: input_pipeline.DataPipeline, split: str, batch_size: int, mesh
-) -> EvalResult:
-    """Runs `eval_step` over every example of `split` exactly once."""
-    num_classes = len(pipeline.class_names)
-    confusion = np.zeros((num_classes, num_classes), np.int64)
-    loss_sum = correct_sum = count = 0.0
-    batches = pipeline.eval_batches(split, batch_size)
-    for batch in tqdm(batches, desc=f"eval {split}", leave=False, unit="batch"):
-        metrics = jax.device_get(eval_step(state, sharding.put_batch(batch, mesh)))
-        loss_sum += float(metrics["loss_sum"])
-        correct_sum += float(metrics["correct_sum"])
-        count += float(metrics["count"])
-        # Predictions come back for the global batch; this process's rows are its slice.
-        real = batch[MASK] > 0
-        offset = jax.process_index() * len(real)
-        predictions = np.asarray(metrics["predictions"])[offset : offset + len(real)][real]
-        np.add.at(confusion, (batch[LABEL][real], predictions), 1)
-    if count == 0:
-        raise ValueError(f"split {split!r} has no examples to evaluate")
-    return EvalResult(loss_sum / count, correct_sum / count, int(count), confusion)
+def class_names_for(metadata: RunMetadata, config, overrides) -> list[str] | None:
+    """The checkpoint's classes, after checking that a classes file the user named has them.
+    None for TFDS, which brings its own (compared by the caller)."""
+    if config.data.source == "tfds":
+        return None
+    if "data.classes_file" in overrides:
+        named = sources.read_classes(config.data.classes_file)
+        if named != list(metadata.class_names):
+            raise UserError(
+                f"data.classes_file={config.data.classes_file!r} lists {len(named)} classes "
+                f"({', '.join(named[:5])}...), the checkpoint was trained on "
+                f"{len(metadata.class_names)} ({', '.join(metadata.class_names[:5])}...): they "
+                "must be the same, in the same order. Drop the override to use the checkpoint's."
+            )
+    return list(metadata.class_names)
 
 
-def per_class_lines(result: EvalResult, class_names) -> list[str]:
-    accuracy = result.per_class_accuracy()
-    support = result.confusion.sum(axis=1)
-    return [
-        f"  {name:>12s}  acc {acc:.3f}  (n={n})"
-        for name, acc, n in zip(class_names, accuracy, support, strict=True)
-    ]
+def _data_tag(config) -> str:
+    """A short, file-name-safe name for the data a config reads (other than the training's)."""
+    data = config.data
+    where = os.path.abspath(os.path.expanduser(data.dir)) if data.dir else data.source
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(where.rstrip("/")) or data.source)
+    digest = hashlib.sha1(
+        f"{data.source}|{where}|{data.layout}|{data.data_dir}".encode()
+    ).hexdigest()[:6]
+    return f"{name}-{digest}"
 
 
-def write_report(result: EvalResult, class_names, workdir: str, split: str, step: int) -> dict:
-    """Writes eval_<split>.json and the confusion-matrix plot; returns the JSON record."""
-    record = {
-        "split": split,
-        "step": step,
-        "accuracy": result.accuracy,
-        "loss": result.loss,
-        "num_examples": result.num_examples,
-        "per_class_accuracy": dict(
-            zip(class_names, map(float, result.per_class_accuracy()), strict=True)
-        ),
-        "confusion_matrix": result.confusion.tolist(),
-        "class_names": list(class_names),
-    }
-    reporting.write_json(os.path.join(workdir, f"eval_{split}.json"), record)
-    reporting.plot_confusion(
-        result.confusion,
-        class_names,
-        os.path.join(workdir, f"confusion_{split}.png"),
-        title=f"{split}: accuracy {result.accuracy:.3f} (step {step})",
-    )
-    return record
+def _write_predictions(path: str, files, labels, predictions, class_names) -> None:
+    """One row per example: its file, true class, predicted class."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "predicted", "correct"])
+        for file, label, predicted in zip(files, labels, predictions, strict=True):
+            writer.writerow(
+                [file, class_names[label], class_names[predicted], int(label == predicted)]
+            )
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """`--mode eval`: restores a checkpoint of `workdir` and evaluates `config.eval.split`."""
-    # Imported here: train imports this module for its evaluation loop.
-    from speechjax import train
-
-    manager = checkpoints.create_manager(workdir)
-    step = checkpoints.choose_step(manager, config.eval.step, workdir)
-    meta = checkpoints.restore_meta(manager, step)
-    norm_stats = input_pipeline.NormStats.from_dict(meta["norm_stats"])
+def evaluate_checkpoint(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    overrides=(),
+    output: str | None = None,
+) -> dict:
+    """`--mode eval`: evaluates `config.eval.split` of the configured data with a checkpoint
+    of `workdir`; `overrides` are the config keys set on the command line."""
+    model = inference.load_model(workdir, config.eval.step)
+    metadata, split = model.metadata, config.eval.split
+    metadata.check_overrides(config, overrides, f"{workdir} (step {model.step})")
+    eval_config = metadata.apply_to(config)
     pipeline = input_pipeline.create_pipeline(
-        config,
-        workdir,
-        norm_stats=norm_stats,
+        eval_config,
+        metadata.norm_stats,
+        splits=(split,),
+        class_names=class_names_for(metadata, config, overrides),
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    train.check_classes(pipeline, meta)
-    session = train.Session(config, pipeline, steps_per_epoch=1)
-    state, _ = checkpoints.restore(manager, step, session.state, session.replicated)
-    split = config.eval.split
-    result = evaluate_split(
-        session.eval_step, state, pipeline, split, session.eval_batch_size, session.mesh
+    if list(pipeline.class_names) != list(metadata.class_names):
+        raise UserError(
+            f"data.source={config.data.source!r} has {len(pipeline.class_names)} classes, the "
+            f"checkpoint {len(metadata.class_names)}: evaluate it on data with its classes."
+        )
+    mesh = sharding.create_mesh()
+    # Evaluation pads its batches anyway: round up to a multiple of the devices.
+    devices = jax.device_count()
+    global_batch = math.ceil(config.eval.batch_size / devices) * devices
+    eval_step = jax.jit(
+        make_eval_step(model.graph, len(metadata.class_names)),
+        in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
+        out_shardings=sharding.replicated(mesh),
     )
-    record = write_report(result, pipeline.class_names, workdir, split, step)
+    variables = sharding.put_replicated(model.variables, mesh)
+    result = eval_loop.evaluate_split(
+        eval_step, variables, pipeline, split, global_batch // jax.process_count(), mesh
+    )
+    run_dir = Workdir(workdir)
+    if output:
+        path, plot_path = output, os.path.splitext(output)[0] + ".png"
+    else:
+        tag = "" if metadata.same_data(config) else _data_tag(config)
+        path, plot_path = run_dir.eval_report(split, tag), run_dir.confusion_plot(split, tag)
+    if jax.process_index() != 0:
+        return {}
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    record = eval_loop.write_report(
+        result, metadata.class_names, path, plot_path, split, model.step
+    )
+    files = pipeline.example_files(split)
+    # With several processes each knows only its own rows: no per-file table then.
+    if files is not None and jax.process_count() == 1:
+        _write_predictions(
+            os.path.splitext(path)[0] + "_predictions.csv",
+            *files,
+            result.predictions,
+            metadata.class_names,
+        )
     logging.info(
-        "Per-class accuracy on %s:\n%s",
+        "Per-class results on %s:\n%s",
         split,
-        "\n".join(per_class_lines(result, pipeline.class_names)),
+        "\n".join(eval_loop.report_lines(result, metadata.class_names)),
     )
     print(
         f"{split}: accuracy {result.accuracy:.4f}  loss {result.loss:.4f}  "
-        f"examples {result.num_examples}  checkpoint step {step}  "
-        f"-> {os.path.join(workdir, f'eval_{split}.json')}"
+        f"examples {result.num_examples}  checkpoint step {model.step}  -> {path}"
     )
     return record

@@ -23,25 +23,28 @@ tf.data map, and on whole batches (much faster than per example: one big STFT).
   the zero-padded tails of short clips at -13.8 instead of -inf.
 `mfcc`: orthonormal DCT-II of the log-mel, first n_mfcc coefficients.
 Deltas (any kind): regression over +-2 frames, zero frames beyond both edges.
+The settings (checks, sizes in samples, window, mel filterbank) come from
+`speechjax.frontend_settings`, which the JAX front end of inference shares.
 """
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import scipy.signal
 import tensorflow as tf
 
 from speechjax.errors import UserError
+from speechjax.frontend_settings import (
+    LOG_FLOOR,
+    SEED_BINS,
+    SEED_FRAME,
+    SEED_HOP,
+    FrontendSettings,
+    mel_filterbank,
+    periodic_hann,
+    settings,
+)
 
-KINDS = ("seed", "logmel", "mfcc")
-MAX_MELS = 128
-LOG_FLOOR = 1e-6
-
-SEED_FRAME = 1024
-SEED_HOP = 512
-SEED_BINS = 257
 SEED_PREEMPHASIS = 0.5
 SEED_HIGHPASS_HZ = 100.0
 SEED_HIGHPASS_ORDER = 6
@@ -50,91 +53,13 @@ SEED_POWER = 2.0 / 3.0
 _FILTFILT_PAD = 3 * (SEED_HIGHPASS_ORDER + 1)
 
 
-@dataclass(frozen=True)
-class _Params:
-    """Validated front-end settings in samples."""
-
-    kind: str
-    channels: int
-    deltas: bool
-    resize: tuple[int, ...]
-    window: int = 0
-    hop: int = 0
-    fft_length: int = 0
-    n_mels: int = 0
-    fmin: float = 0.0
-    fmax: float = 0.0
-    n_mfcc: int = 0
-
-
-def _params(config, sample_rate: int) -> _Params:
-    """Checks the `features.*` fields the chosen kind uses; raises UserError naming the key."""
-    if config.kind not in KINDS:
-        raise UserError(f"features.kind={config.kind!r} is unknown; use one of {', '.join(KINDS)}.")
-    if config.channels not in (1, 3):
-        raise UserError(f"features.channels={config.channels} must be 1 or 3.")
-    if config.deltas and config.channels != 3:
-        raise UserError("features.deltas=True needs features.channels=3 ([S, dS, ddS]).")
-    resize = tuple(config.resize)
-    if resize and (len(resize) != 2 or any(int(s) != s or s < 1 for s in resize)):
-        raise UserError(
-            f"features.resize={config.resize!r} must be () or (height, width) positive integers."
-        )
-    common = dict(
-        kind=config.kind,
-        channels=config.channels,
-        deltas=bool(config.deltas),
-        resize=tuple(int(s) for s in resize),
-    )
-    if config.kind == "seed":
-        return _Params(**common)
-    window = round(config.window_ms * sample_rate / 1000)
-    hop = round(config.hop_ms * sample_rate / 1000)
-    if window < 2:
-        raise UserError(f"features.window_ms={config.window_ms} is under two samples.")
-    if hop < 1:
-        raise UserError(f"features.hop_ms={config.hop_ms} is under one sample.")
-    if not 1 <= config.n_mels <= MAX_MELS:
-        raise UserError(f"features.n_mels={config.n_mels} must be in 1..{MAX_MELS}.")
-    if not 0 <= config.fmin < config.fmax <= sample_rate / 2:
-        raise UserError(
-            f"features.fmin={config.fmin} and features.fmax={config.fmax} need "
-            f"0 <= fmin < fmax <= {sample_rate / 2} (half the sample rate)."
-        )
-    if config.kind == "mfcc" and not 1 <= config.n_mfcc <= config.n_mels:
-        raise UserError(
-            f"features.n_mfcc={config.n_mfcc} must be in 1..features.n_mels={config.n_mels}."
-        )
-    return _Params(
-        **common,
-        window=window,
-        hop=hop,
-        fft_length=2 ** math.ceil(math.log2(window)),
-        n_mels=config.n_mels,
-        fmin=float(config.fmin),
-        fmax=float(config.fmax),
-        n_mfcc=config.n_mfcc,
-    )
-
-
-def output_shape(features_config, num_samples: int, sample_rate: int) -> tuple[int, int, int]:
-    """(T, F, C) of `make_frontend(features_config, sample_rate)` on `num_samples` samples."""
-    p = _params(features_config, sample_rate)
-    if p.resize:
-        return (*p.resize, p.channels)
-    if p.kind == "seed":
-        return (-(-num_samples // SEED_HOP), SEED_BINS, p.channels)
-    bins = p.n_mfcc if p.kind == "mfcc" else p.n_mels
-    return (num_samples // p.hop + 1, bins, p.channels)
-
-
 def make_frontend(features_config, sample_rate: int) -> Callable[[tf.Tensor], tf.Tensor]:
     """Returns waveform float32 [..., num_samples] -> float32 [..., T, F, C], not normalised.
 
     `num_samples` must be static (pad or crop clips first). Resizing, when configured, is
     bilinear (tf.image.resize).
     """
-    p = _params(features_config, sample_rate)
+    p = settings(features_config, sample_rate)
     if p.kind == "seed":
         spectrogram_fn = _seed_spectrogram_fn(sample_rate)
     else:
@@ -229,7 +154,7 @@ def _smooth_size(minimum: int) -> int:
 def _seed_spectrogram_fn(sample_rate: int) -> Callable[[tf.Tensor], tf.Tensor]:
     """Pre-emphasis, zero-phase high-pass, STFT and |X|^(2/3): [..., N] -> [..., T, 257]."""
     impulse_response = _highpass_impulse_response(sample_rate)
-    window = tf.constant(scipy.signal.get_window("hann", SEED_FRAME), tf.float32)  # periodic
+    window = tf.constant(periodic_hann(SEED_FRAME))
 
     def filtfilt(signal: tf.Tensor) -> tf.Tensor:
         num_samples = signal.shape[-1]
@@ -284,38 +209,14 @@ def _seed_spectrogram_fn(sample_rate: int) -> Callable[[tf.Tensor], tf.Tensor]:
     return spectrogram
 
 
-def mel_filterbank(
-    sample_rate: int, fft_length: int, n_mels: int, fmin: float, fmax: float
-) -> np.ndarray:
-    """HTK-scale triangular filters in Hz, peak 1 (librosa htk=True, norm=None): [bins, n_mels]."""
-
-    def hz_to_mel(hz):
-        return 2595.0 * np.log10(1.0 + np.asarray(hz, np.float64) / 700.0)
-
-    def mel_to_hz(mel):
-        return 700.0 * (10.0 ** (np.asarray(mel) / 2595.0) - 1.0)
-
-    bin_hz = np.fft.rfftfreq(fft_length, 1.0 / sample_rate)
-    edges_hz = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
-    widths = np.diff(edges_hz)
-    distance = edges_hz[:, np.newaxis] - bin_hz[np.newaxis, :]
-    rising = -distance[:-2] / widths[:-1, np.newaxis]
-    falling = distance[2:] / widths[1:, np.newaxis]
-    return np.maximum(0.0, np.minimum(rising, falling)).T.astype(np.float32)
-
-
-def _logmel_fn(p: _Params, sample_rate: int) -> Callable[[tf.Tensor], tf.Tensor]:
+def _logmel_fn(p: FrontendSettings, sample_rate: int) -> Callable[[tf.Tensor], tf.Tensor]:
     """Centred STFT, power, mel filterbank, log (and DCT for mfcc): [..., N] -> [..., T, F]."""
-    window = tf.constant(scipy.signal.get_window("hann", p.window), tf.float32)  # periodic
+    window = tf.constant(periodic_hann(p.window))
     filterbank = tf.constant(mel_filterbank(sample_rate, p.fft_length, p.n_mels, p.fmin, p.fmax))
-    # librosa frames fft_length samples around each centre with the window in the middle and
-    # zeros around it; framing only the window's span and letting the FFT zero-pad the end
-    # shifts each frame by a constant, which changes the phase and not the power, and frames
-    # 20% fewer samples.
-    left = p.fft_length // 2 - (p.fft_length - p.window) // 2
+    left = p.centre_pad
 
     def spectrogram(waveform: tf.Tensor) -> tf.Tensor:
-        num_frames = waveform.shape[-1] // p.hop + 1
+        num_frames = p.num_frames(waveform.shape[-1])
         right = max(0, (num_frames - 1) * p.hop + p.window - left - waveform.shape[-1])
         padded = tf.pad(waveform, [[0, 0]] * (waveform.shape.rank - 1) + [[left, right]])
         stft = tf.signal.stft(

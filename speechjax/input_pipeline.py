@@ -22,8 +22,6 @@ How it stays fast and exact:
 
 import concurrent.futures
 import contextlib
-import dataclasses
-import json
 import os
 from collections.abc import Callable, Iterator
 
@@ -31,8 +29,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from speechjax import audio, augment, features, sources
+from speechjax import audio, augment, features, frontend_settings, sources
 from speechjax.errors import UserError
+from speechjax.normalization import NormStats
 
 # The input pipeline runs on the host: the accelerators belong to JAX. (RuntimeError: tf has
 # already initialised its devices, too late to hide them.)
@@ -40,7 +39,6 @@ with contextlib.suppress(RuntimeError):
     tf.config.set_visible_devices([], "GPU")
 
 SPECTROGRAM, LABEL, MASK = "spectrogram", "label", "mask"
-NORM_STATS_FILE = "norm_stats.json"
 # Training batches prepared at once, and kept ready. Fixed rather than AUTOTUNE: the model
 # shares the host's cores with tf.data, and autotuned parallelism took cores from the
 # train step (measured: epochs alternated between 38 and 55 ex/s for ResNet-32 on 2 cores).
@@ -55,52 +53,6 @@ _FIXED_PARALLELISM.autotune.enabled = False
 _STATS_BATCH = 256
 
 
-@dataclasses.dataclass(frozen=True)
-class NormStats:
-    """Per-channel mean and standard deviation of the training spectrograms."""
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def to_dict(self) -> dict:
-        return {"mean": list(self.mean), "std": list(self.std)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "NormStats":
-        try:
-            mean = tuple(float(m) for m in d["mean"])
-            std = tuple(float(s) for s in d["std"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise UserError(
-                f"Normalisation statistics need lists 'mean' and 'std' of numbers, got {d!r}."
-            ) from e
-        if len(mean) != len(std) or not mean:
-            raise UserError(f"Normalisation statistics: {len(mean)} means but {len(std)} stds.")
-        return cls(mean, std)
-
-    @classmethod
-    def identity(cls, channels: int) -> "NormStats":
-        """Statistics that leave spectrograms unchanged (features.normalize=False)."""
-        return cls((0.0,) * channels, (1.0,) * channels)
-
-    def save(self, path: str) -> None:
-        """Writes JSON atomically, so a reader never sees half a file."""
-        partial = f"{path}.partial-{os.getpid()}"
-        with open(partial, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
-            f.write("\n")
-        os.replace(partial, path)
-
-    @classmethod
-    def load(cls, path: str) -> "NormStats":
-        try:
-            with open(path) as f:
-                d = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise UserError(f"{path} cannot be read as JSON ({e}); delete it to recompute.") from e
-        return cls.from_dict(d)
-
-
 class DataPipeline:
     """Batches of one process for training and evaluation; see the module docstring."""
 
@@ -109,7 +61,6 @@ class DataPipeline:
         config,
         source: sources.Source,
         norm_stats: NormStats | None,
-        workdir: str | None,
         process_index: int = 0,
         process_count: int = 1,
     ):
@@ -122,7 +73,7 @@ class DataPipeline:
         self._process_count = process_count
         self._source = source
         self.class_names: list[str] = list(source.class_names)
-        self.input_shape: tuple[int, int, int] = features.output_shape(
+        self.input_shape: tuple[int, int, int] = frontend_settings.output_shape(
             config.features, self._clip_samples, self._sample_rate
         )
         self.num_examples: dict[str, int] = {
@@ -135,7 +86,7 @@ class DataPipeline:
         self._frontend = features.make_frontend(config.features, self._sample_rate)
         self._memory: dict[str, _Memory | None] = {}
         self._noise_bank: tf.Tensor | None = None
-        self.norm_stats: NormStats = self._norm_stats(norm_stats, workdir)
+        self.norm_stats: NormStats = self._norm_stats(norm_stats)
 
     # ---- the trainer's API ----
 
@@ -146,6 +97,12 @@ class DataPipeline:
     def train_batches(self, epoch: int, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         """Shuffled, augmented batches of epoch `epoch`; remainder dropped; mask all ones."""
         return self._train_dataset(epoch, batch_size).as_numpy_iterator()
+
+    def example_files(self, split: str) -> tuple[tuple[str, ...], np.ndarray] | None:
+        """(paths, class ids) of this process's part of `split` in evaluation order; None
+        for TFDS, whose examples are no files."""
+        found = self._splits[split]
+        return (found.paths, found.labels) if isinstance(found, sources.FileSplit) else None
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         """Every example of `split` once, centre-cropped; the tail padded with mask 0."""
@@ -255,26 +212,15 @@ class DataPipeline:
             return frontend
         return lambda waveforms: features.normalize(frontend(waveforms), stats.mean, stats.std)
 
-    def _norm_stats(self, given: NormStats | None, workdir: str | None) -> NormStats:
+    def _norm_stats(self, given: NormStats | None) -> NormStats:
         channels = self.input_shape[-1]
         if not self._config.features.normalize:
             return NormStats.identity(channels)
-        path = os.path.join(workdir, NORM_STATS_FILE) if workdir else None
-        if given is not None:
-            stats = given
-        elif path and os.path.exists(path):
-            stats = NormStats.load(path)
-        else:
-            stats = self._compute_norm_stats()
-            if path and self._process_index == 0:
-                os.makedirs(workdir, exist_ok=True)
-                stats.save(path)
+        stats = self._compute_norm_stats() if given is None else given
         if len(stats.mean) != channels:
-            where = path if given is None and path else "the given statistics"
             raise UserError(
-                f"Normalisation statistics ({where}) have {len(stats.mean)} channels, the "
-                f"features.* settings give {channels}: they belong to other settings; delete "
-                "norm_stats.json or use a new workdir."
+                f"The normalisation statistics have {len(stats.mean)} channels, the "
+                f"features.* settings give {channels}: they belong to other settings."
             )
         return stats
 
@@ -473,17 +419,22 @@ def _waveform_batches(
 
 def create_pipeline(
     config,
-    workdir: str | None,
     norm_stats: NormStats | None = None,
+    *,
+    splits: tuple[str, ...] = sources.SPLITS,
+    class_names: list[str] | None = None,
     process_index: int = 0,
     process_count: int = 1,
 ) -> DataPipeline:
-    """Lists the source, then sets up batches; norm stats: given, else workdir's, else computed.
+    """Lists `splits` of the source, then sets up batches.
 
-    With process_count > 1 each process reads its own shard of every split (every
-    process_count-th file from process_index) and batch sizes are per process.
+    norm_stats: the training split's statistics (from a checkpoint); None computes them,
+    which needs the train split. class_names: a trained model's classes, used instead of
+    data.classes_file (see `sources.load_source`). With process_count > 1 each process
+    reads its own shard of every split (every process_count-th file from process_index)
+    and batch sizes are per process.
     """
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} is outside 0..{process_count - 1}")
-    source = sources.load_source(config)
-    return DataPipeline(config, source, norm_stats, workdir, process_index, process_count)
+    source = sources.load_source(config, splits=splits, class_names=class_names)
+    return DataPipeline(config, source, norm_stats, process_index, process_count)

@@ -84,3 +84,62 @@ def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path: str,
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_detections(
+    waveform: np.ndarray,
+    sample_rate: int,
+    window_starts_s: np.ndarray,
+    clip_seconds: float,
+    posteriors: np.ndarray,
+    class_names: Sequence[str],
+    detections: Sequence,
+    threshold: float,
+    path: str,
+    title: str,
+) -> None:
+    """A long recording's log-mel spectrogram with the detected commands marked, above each
+    command class's posterior per window (at the window's centre) and the threshold."""
+    import librosa
+
+    plt = _pyplot()
+    mel = librosa.feature.melspectrogram(
+        y=waveform, sr=sample_rate, n_fft=512, hop_length=160, n_mels=64
+    )
+    duration = len(waveform) / sample_rate
+    fig, (ax_spec, ax_score) = plt.subplots(
+        2, 1, figsize=(max(8.0, duration * 0.5), 6), sharex=True, height_ratios=(3, 2)
+    )
+    ax_spec.imshow(
+        librosa.power_to_db(mel, ref=np.max),
+        origin="lower",
+        aspect="auto",
+        extent=(0, duration, 0, mel.shape[0]),
+        cmap="magma",
+    )
+    for found in detections:
+        ax_spec.axvspan(found.start_s, found.end_s, color="cyan", alpha=0.25)
+        ax_spec.text(
+            (found.start_s + found.end_s) / 2,
+            mel.shape[0] * 0.92,
+            f"{found.label} {found.score:.2f}",
+            ha="center",
+            color="white",
+            fontsize=8,
+            weight="bold",
+        )
+    ax_spec.set(ylabel="mel band", title=f"{title}: {len(detections)} detections")
+    centres = np.asarray(window_starts_s) + clip_seconds / 2
+    reported = {found.label for found in detections}
+    for index, name in enumerate(class_names):
+        if name in reported:
+            ax_score.plot(centres, posteriors[:, index], label=name, linewidth=1.2)
+        else:
+            ax_score.plot(centres, posteriors[:, index], color="0.75", linewidth=0.6)
+    ax_score.axhline(threshold, color="red", linestyle="--", linewidth=1, label="threshold")
+    ax_score.set(xlabel="seconds", ylabel="posterior (per window)", ylim=(0, 1.02))
+    ax_score.legend(fontsize=7, ncol=4, loc="upper right")
+    ax_score.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,7 +1,7 @@
 """Where examples come from: a folder (three layouts), TFDS `speech_commands`, or the synthetic set.
 
-`load_source(config)` returns the class names, the three splits ("train", "validation",
-"test") and the background-noise files. Examples are (waveform float32 [n] at
+`load_source(config)` returns the class names, the splits asked for (of "train",
+"validation", "test") and the background-noise files. Examples are (waveform float32 [n] at
 data.sample_rate, label): a folder split reads any example by index (`FileSplit.load`, numpy),
 which the pipeline uses for exact per-epoch shuffles; a TFDS split is a tf.data stream in a
 fixed order (`TfdsSplit.dataset`).
@@ -151,14 +151,28 @@ class Source:
     noise_files: list[str]
 
 
-def load_source(config) -> Source:
-    """Lists (does not decode) every split of `config.data.source`; see the module docstring."""
+def load_source(
+    config, splits: tuple[str, ...] = SPLITS, class_names: list[str] | None = None
+) -> Source:
+    """Lists (does not decode) `splits` of `config.data.source`; see the module docstring.
+
+    class_names: a trained model's classes, used instead of data.classes_file (TFDS brings
+    its own). Listing only some splits lets a folder hold just the data to evaluate: with one
+    split asked for, a folder of label folders with no split folders is that split.
+    """
     data = config.data
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise UserError(f"There is no split {unknown[0]!r}; use one of {', '.join(SPLITS)}.")
     if data.source == "tfds":
-        return _tfds_source(data)
+        return _tfds_source(data, splits)
     if data.source not in SOURCES:
         raise UserError(f"data.source={data.source!r} is unknown; use one of {', '.join(SOURCES)}.")
-    class_names = read_classes(data.classes_file)
+    if class_names is None:
+        class_names = read_classes(data.classes_file)
+        classes_origin = data.classes_file
+    else:
+        classes_origin = "the checkpoint's classes"
     if data.source == "synthetic":
         root = synthetic.ensure_dataset(data, class_names, config.seed)
         layout = "split_label"
@@ -168,20 +182,22 @@ def load_source(config) -> Source:
         root = pathlib.Path(os.path.expanduser(data.dir))
         if not root.is_dir():
             raise UserError(f"data.dir={str(root)!r} does not exist or is not a folder.")
-        layout = detect_layout(root) if data.layout == "auto" else data.layout
+        layout = detect_layout(root, splits) if data.layout == "auto" else data.layout
         if layout not in LAYOUTS:
             raise UserError(
                 f"data.layout={data.layout!r} is unknown; use auto or one of {', '.join(LAYOUTS)}."
             )
-    listed = _list_files(root, layout, class_names)
-    splits = {
-        name: _file_split(name, where, files, class_names, data.sample_rate, data.classes_file)
+    listed = _list_files(root, layout, splits)
+    source_splits = {
+        name: _file_split(name, where, files, class_names, data.sample_rate, classes_origin)
         for name, (where, files) in listed.items()
     }
     noise_dir = pathlib.Path(os.path.expanduser(data.noise_dir)) if data.noise_dir else None
     if noise_dir is None and layout == "speech_commands" and (root / BACKGROUND_NOISE).is_dir():
         noise_dir = root / BACKGROUND_NOISE
-    return Source(class_names, splits, list_noise_files(noise_dir) if noise_dir else [])
+    # Only training mixes in noise: evaluating a folder needs no noise bank.
+    noise_files = list_noise_files(noise_dir) if noise_dir and "train" in splits else []
+    return Source(class_names, source_splits, noise_files)
 
 
 def read_classes(path: str) -> list[str]:
@@ -208,18 +224,27 @@ def read_classes(path: str) -> list[str]:
     return list(seen)
 
 
-def detect_layout(root: pathlib.Path) -> str:
-    """Which of LAYOUTS `root` is in; UserError when it is none of them."""
+def detect_layout(root: pathlib.Path, splits: tuple[str, ...] = SPLITS) -> str:
+    """Which of LAYOUTS `root` is in; UserError when it is none of them.
+
+    The first split folder found tells flat from split_label. A folder with no split
+    folders but label folders of audio is split_label too when one split is asked for: it
+    is that split (`_list_files`).
+    """
     if any((root / name).exists() for name in _LIST_FILES.values()):
         return "speech_commands"
-    train = _split_folder(root, "train", required=False)
-    if train is not None:
-        entries = list(os.scandir(train))
+    for split in SPLITS:
+        folder = _split_folder(root, split, required=False)
+        if folder is None:
+            continue
+        entries = list(os.scandir(folder))
         if any(e.is_file() and audio.is_audio_file(e.name) for e in entries):
             return "flat"
         if any(e.is_dir() for e in entries):
             return "split_label"
-        raise UserError(f"{train} is empty: it holds no audio files and no label folders.")
+        raise UserError(f"{folder} is empty: it holds no audio files and no label folders.")
+    if len(splits) == 1 and any(p.is_dir() for p in root.iterdir()):
+        return "split_label"
     raise UserError(
         f"data.dir={str(root)!r}: cannot tell its layout. Expected train/, val/ (or validation/) "
         "and test/ folders holding label folders (split_label) or label_*.wav files (flat), or a "
@@ -265,14 +290,17 @@ def _audio_files(folder: pathlib.Path) -> list[pathlib.Path]:
 
 
 def _list_files(
-    root: pathlib.Path, layout: str, class_names: list[str]
+    root: pathlib.Path, layout: str, splits: tuple[str, ...]
 ) -> dict[str, tuple[pathlib.Path, list[tuple[pathlib.Path, str]]]]:
     """split -> (its folder, [(file, label name)]) in a fixed order; UserError if one is empty."""
     if layout == "speech_commands":
-        return _list_speech_commands(root)
+        return _list_speech_commands(root, splits)
+    has_split_folders = any(_split_folder(root, s, required=False) for s in SPLITS)
     listed = {}
-    for split in SPLITS:
-        folder = _split_folder(root, split)
+    # One split asked for and no split folders: the folder holds only the split to evaluate.
+    only_split = len(splits) == 1 and not has_split_folders
+    for split in splits:
+        folder = root if only_split else _split_folder(root, split)
         if layout == "flat":
             files = [(f, f.stem.split("_")[0]) for f in _audio_files(folder)]
         else:
@@ -288,7 +316,7 @@ def _list_files(
     return listed
 
 
-def _list_speech_commands(root: pathlib.Path):
+def _list_speech_commands(root: pathlib.Path, splits: tuple[str, ...]):
     lists = {}
     for split, name in _LIST_FILES.items():
         list_file = root / name
@@ -307,6 +335,7 @@ def _list_speech_commands(root: pathlib.Path):
     listed = {"train": (root, train)}
     for split, paths in lists.items():
         listed[split] = (root / _LIST_FILES[split], [(root / p, p.parts[0]) for p in paths])
+    listed = {split: listed[split] for split in splits}
     for split, (where, files) in listed.items():
         if not files:
             raise UserError(f"{where}: the {split} split of {root} has no audio files.")
@@ -319,14 +348,14 @@ def _file_split(
     files: list[tuple[pathlib.Path, str]],
     class_names: list[str],
     sample_rate: int,
-    classes_file: str,
+    classes_origin: str,
 ) -> FileSplit:
     """Probes every file, skipping (and reporting) the unusable ones and unknown labels."""
     class_ids = {c: i for i, c in enumerate(class_names)}
     paths, labels, infos, skipped = [], [], [], []
     for path, label in files:
         if label not in class_ids:
-            skipped.append(Skipped(str(path), f"label {label!r} is not in {classes_file}"))
+            skipped.append(Skipped(str(path), f"label {label!r} is not in {classes_origin}"))
             continue
         if not path.is_file():
             skipped.append(Skipped(str(path), f"listed in {where.name} but missing"))
@@ -376,12 +405,12 @@ def _tfds_split(name: str, builder, split: str, sample_rate: int) -> TfdsSplit:
     return TfdsSplit(name, builder, split, size, sample_rate)
 
 
-def _tfds_source(data) -> Source:
+def _tfds_source(data, splits: tuple[str, ...]) -> Source:
     import tensorflow_datasets as tfds  # slow to import; only this source needs it
 
     builder = tfds.builder(_TFDS_NAME, data_dir=data.data_dir or None)
     try:
-        splits = {name: _tfds_split(name, builder, name, data.sample_rate) for name in SPLITS}
+        listed = {name: _tfds_split(name, builder, name, data.sample_rate) for name in splits}
     except AssertionError as e:  # how TFDS reports data that was never downloaded
         where = data.data_dir or "~/tensorflow_datasets"
         raise UserError(
@@ -393,4 +422,5 @@ def _tfds_source(data) -> Source:
         ) from e
     class_names = list(builder.info.features["label"].names)
     noise_dir = pathlib.Path(os.path.expanduser(data.noise_dir)) if data.noise_dir else None
-    return Source(class_names, splits, list_noise_files(noise_dir) if noise_dir else [])
+    noise_files = list_noise_files(noise_dir) if noise_dir and "train" in splits else []
+    return Source(class_names, listed, noise_files)

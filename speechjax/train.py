@@ -18,9 +18,10 @@ import ml_collections
 from absl import logging
 from tqdm import tqdm
 
-from speechjax import checkpoints, evaluate, input_pipeline, optim, reporting, sharding
+from speechjax import checkpoints, eval_loop, input_pipeline, optim, reporting, sharding
 from speechjax.early_stopping import EarlyStopping
 from speechjax.errors import UserError
+from speechjax.run import RunMetadata, Workdir
 from speechjax.train_state import create_train_state, make_eval_step, make_train_step
 
 # How often (in steps) the progress bar fetches the running loss from the device;
@@ -62,20 +63,9 @@ class Session:
             donate_argnums=0,
         )
         self.eval_step = jax.jit(
-            make_eval_step(model_def, num_classes),
+            make_eval_step(model_def.eval_graph, num_classes),
             in_shardings=(self.replicated, data),
             out_shardings=self.replicated,
-        )
-
-
-def check_classes(pipeline, meta: dict) -> None:
-    """A checkpoint only makes sense with the class list it was trained on."""
-    if list(meta["class_names"]) != list(pipeline.class_names):
-        raise UserError(
-            "The checkpoint was trained on classes "
-            f"{meta['class_names'][:5]}... ({len(meta['class_names'])}) but the data gives "
-            f"{pipeline.class_names[:5]}... ({len(pipeline.class_names)}); use the same "
-            "config.data.classes_file and data source as for training."
         )
 
 
@@ -111,11 +101,11 @@ def _add(sums, metrics):
     return metrics if sums is None else jax.tree.map(lambda a, b: a + b, sums, metrics)
 
 
-def _check_finite(loss_sum: float, epoch: int, step: int, last_saved: int | None, workdir):
+def _check_finite(loss_sum: float, epoch: int, step: int, last_saved: int | None, workdir: Workdir):
     if math.isfinite(loss_sum):
         return
     kept = (
-        f"the last good checkpoint (step {last_saved}) is kept in {workdir}/checkpoints"
+        f"the last good checkpoint (step {last_saved}) is kept in {workdir.checkpoints}"
         if last_saved is not None
         else "no checkpoint had been saved yet"
     )
@@ -125,7 +115,7 @@ def _check_finite(loss_sum: float, epoch: int, step: int, last_saved: int | None
     )
 
 
-def _fresh_meta(pipeline) -> dict:
+def _fresh_meta() -> dict:
     return {
         "epoch": 0,  # epochs completed
         "batches_done": 0,  # batches of the current epoch done (non-zero after an interrupt)
@@ -134,17 +124,44 @@ def _fresh_meta(pipeline) -> dict:
         "early_stopping": None,
         "finished": False,
         "train_seconds": 0.0,
-        "norm_stats": pipeline.norm_stats.to_dict(),
-        "class_names": list(pipeline.class_names),
     }
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains (or resumes) in `workdir`, then tests the best checkpoint; returns results."""
-    os.makedirs(workdir, exist_ok=True)
+def _check_resumable(run: RunMetadata, config, class_names, workdir: Workdir) -> None:
+    """A run resumes only with the model, front end and classes it was started with.
+
+    class_names None: checks the config alone (before any data is read).
+    """
+    conflicts = run.conflicts(config)
+    if class_names is not None and list(run.class_names) != list(class_names):
+        conflicts.append(
+            f"classes: checkpoint {list(run.class_names)[:5]}... ({len(run.class_names)}), "
+            f"data {list(class_names)[:5]}... ({len(class_names)})"
+        )
+    if conflicts:
+        raise UserError(
+            f"Cannot resume {workdir.path}: the config contradicts its checkpoint ("
+            + "; ".join(conflicts)
+            + "). These define the model; use a new --workdir to change them."
+        )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> dict:
+    """Trains (or resumes) in `workdir_path`, then tests the best checkpoint; returns results."""
+    workdir = Workdir(workdir_path)
+    os.makedirs(workdir.path, exist_ok=True)
     is_chief = jax.process_index() == 0
+    manager = checkpoints.create_manager(workdir, keep_latest=config.checkpoint.keep_latest)
+    resume_step = manager.latest_step()
+    # A resumed run normalises with the statistics in its checkpoint, never recomputed.
+    stored_run = checkpoints.restore_run(manager, resume_step) if resume_step is not None else None
+    if stored_run is not None:
+        _check_resumable(stored_run, config, None, workdir)
     pipeline = input_pipeline.create_pipeline(
-        config, workdir, process_index=jax.process_index(), process_count=jax.process_count()
+        config,
+        stored_run.norm_stats if stored_run else None,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
     )
     session_batch = sharding.check_batch_size(config.train.batch_size, "train.batch_size")
     steps_per_epoch = pipeline.steps_per_epoch(session_batch)
@@ -154,26 +171,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f"batch (config.train.batch_size={config.train.batch_size}); lower the batch size."
         )
     session = Session(config, pipeline, steps_per_epoch)
-    manager = checkpoints.create_manager(workdir, keep_latest=config.checkpoint.keep_latest)
-    log = reporting.RunLog(workdir)
-    tensorboard = reporting.TensorBoard(workdir) if is_chief else None
+    log = reporting.RunLog(workdir.path)
+    tensorboard = reporting.TensorBoard(workdir.path) if is_chief else None
+    run = RunMetadata.from_config(config, pipeline.class_names, pipeline.norm_stats)
 
-    state, meta = session.state, _fresh_meta(pipeline)
-    if manager.latest_step() is not None:
-        state, meta = checkpoints.restore(
-            manager, manager.latest_step(), session.state, session.replicated
-        )
-        check_classes(pipeline, meta)
+    state, meta = session.state, _fresh_meta()
+    if stored_run is not None:
+        _check_resumable(stored_run, config, pipeline.class_names, workdir)
+        state, meta = checkpoints.restore(manager, resume_step, session.state, session.replicated)
         logging.info(
-            "Resuming from %s/checkpoints step %d (epoch %d done, %d batches into the next).",
-            workdir,
-            manager.latest_step(),
+            "Resuming from %s step %d (epoch %d done, %d batches into the next).",
+            workdir.checkpoints,
+            resume_step,
             meta["epoch"],
             meta["batches_done"],
         )
     elif is_chief:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
+        with open(workdir.config_json, "w") as f:
             f.write(config.to_json_best_effort(indent=2) + "\n")
+        pipeline.norm_stats.save(workdir.norm_stats)  # a copy for people; never read back
         log.line(
             f"model: {config.model.name} lr: {config.train.lr} dropout: {config.model.dropout} "
             f"batch: {config.train.batch_size} features: {config.features.kind} "
@@ -236,12 +252,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                         partial_sums=_sums_to_floats(sums),
                         train_seconds=meta["train_seconds"] + time.time() - start,
                     )
-                    checkpoints.save(manager, int(state.step), state, meta, metrics=None)
+                    checkpoints.save(manager, int(state.step), state, meta, run, metrics=None)
                     bar.close()
                     raise Interrupted(
                         f"{guard.received}: saved checkpoint step {int(state.step)} "
                         f"(epoch {epoch}, batch {batch_index}/{steps_per_epoch}) in "
-                        f"{workdir}/checkpoints; run the same command to resume."
+                        f"{workdir.checkpoints}; run the same command to resume."
                     )
             bar.update(global_batch * len(in_flight))
             bar.close()
@@ -249,7 +265,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             _check_finite(
                 train_sums["loss_sum"], epoch, int(state.step), manager.latest_step(), workdir
             )
-            val = evaluate.evaluate_split(
+            val = eval_loop.evaluate_split(
                 session.eval_step,
                 state,
                 pipeline,
@@ -284,6 +300,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 int(state.step),
                 state,
                 meta,
+                run,
                 metrics={checkpoints.BEST_METRIC: val.accuracy},
             )
             if is_chief:
@@ -308,7 +325,7 @@ def _report_epoch(log, tensorboard, record, config, steps_per_epoch, workdir, me
     tensorboard.scalars(
         record["step"], {k: v for k, v in record.items() if k not in ("epoch", "step")}
     )
-    reporting.plot_history(meta["history"], os.path.join(workdir, "history.png"))
+    reporting.plot_history(meta["history"], workdir.history_plot)
 
 
 def _finish(config, workdir, session, pipeline, manager, log) -> dict:
@@ -317,7 +334,7 @@ def _finish(config, workdir, session, pipeline, manager, log) -> dict:
     state, _ = checkpoints.restore(manager, best_step, session.state, session.replicated)
     meta = checkpoints.restore_meta(manager, manager.latest_step())
     best = next(h for h in meta["history"] if h["step"] == best_step)
-    test = evaluate.evaluate_split(
+    test = eval_loop.evaluate_split(
         session.eval_step, state, pipeline, "test", session.eval_batch_size, session.mesh
     )
     results = {
@@ -333,8 +350,15 @@ def _finish(config, workdir, session, pipeline, manager, log) -> dict:
         "history": meta["history"],
     }
     if jax.process_index() == 0:
-        evaluate.write_report(test, pipeline.class_names, workdir, "test", best_step)
-        reporting.write_json(os.path.join(workdir, "results.json"), results)
+        eval_loop.write_report(
+            test,
+            pipeline.class_names,
+            workdir.eval_report("test"),
+            workdir.confusion_plot("test"),
+            "test",
+            best_step,
+        )
+        reporting.write_json(workdir.results, results)
         log.line(f"Training time: {meta['train_seconds']:.1f} s")
         log.line(
             f"Best val Acc: {best['val_accuracy']:.4f} (epoch {best['epoch']}, step {best_step})"

@@ -8,6 +8,7 @@ what `jax.jit` with shardings and buffer donation wants.
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import flax
 import jax
@@ -142,12 +143,16 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(model_def: ModelDef, num_classes: int) -> Callable[[TrainState, dict], Metrics]:
-    """Returns the pure eval step: loss sums, accuracy sums and the predicted classes."""
+def make_eval_step(eval_graph: nnx.GraphDef, num_classes: int) -> Callable[[Any, dict], Metrics]:
+    """Returns the pure eval step: loss sums, accuracy sums and the predicted classes.
 
-    def eval_step(state: TrainState, batch: dict) -> Metrics:
+    `state` is anything with `params` and `model_state`: a TrainState, or the variables
+    inference restores without an optimiser (`speechjax.inference.ModelVariables`).
+    """
+
+    def eval_step(state, batch: dict) -> Metrics:
         labels, mask = batch[LABEL], batch[MASK]
-        model = nnx.merge(model_def.eval_graph, state.params, state.model_state)
+        model = nnx.merge(eval_graph, state.params, state.model_state)
         logits = model(batch[SPECTROGRAM])
         loss = _cross_entropy(logits, labels, num_classes, 0.0)
         metrics = _masked_sums(loss, logits, labels, mask)

@@ -78,3 +78,14 @@ def workspace(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("workspace"))
     tiny_config.write_workspace(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def trained(workspace, tmp_path_factory) -> pathlib.Path:
+    """A workdir where main.py trained tests/tiny_config.py for 2 epochs (shared, read it only;
+    copy it to change it)."""
+    from tests.helpers import run_main
+
+    workdir = tmp_path_factory.mktemp("run") / "tiny"
+    run_main("--config", f"tests/tiny_config.py:{workspace}", "--workdir", str(workdir))
+    return workdir

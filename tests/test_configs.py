@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from speechjax import features, models
+from speechjax import frontend_settings, models
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_FILES = sorted(p for p in (REPO / "configs").glob("*.py") if p.name != "__init__.py")
@@ -24,7 +24,7 @@ def load_config(path: pathlib.Path, *args):
 
 def _build_abstractly(config, num_classes: int = 35):
     """Constructs the model and runs it on one example, as shapes only (no FLOPs)."""
-    input_shape = features.output_shape(
+    input_shape = frontend_settings.output_shape(
         config.features,
         int(config.data.sample_rate * config.data.clip_seconds),
         config.data.sample_rate,

@@ -6,7 +6,7 @@ import scipy.fft
 import tensorflow as tf
 
 from configs import default
-from speechjax import audio, features
+from speechjax import audio, features, frontend_settings
 from speechjax.errors import UserError
 from tests import reference_seed
 
@@ -77,7 +77,7 @@ def test_logmel_matches_librosa(clips, window_ms, hop_ms):
 
 def test_mel_filterbank_is_librosa_htk_without_norm():
     librosa = pytest.importorskip("librosa")
-    ours = features.mel_filterbank(RATE, 512, 64, 20.0, 7600.0)
+    ours = frontend_settings.mel_filterbank(RATE, 512, 64, 20.0, 7600.0)
     theirs = librosa.filters.mel(
         sr=RATE, n_fft=512, n_mels=64, fmin=20, fmax=7600, htk=True, norm=None
     )
@@ -119,7 +119,7 @@ def test_delta_edges_are_zero_padded():
 def test_output_shape_agrees_with_output(overrides, num_samples):
     config = features_config(**overrides)
     frontend = features.make_frontend(config, RATE)
-    expected = features.output_shape(config, num_samples, RATE)
+    expected = frontend_settings.output_shape(config, num_samples, RATE)
     waveforms = np.random.default_rng(1).uniform(-0.5, 0.5, (2, num_samples)).astype(np.float32)
     assert tuple(frontend(waveforms[0]).shape) == expected
     assert tuple(frontend(waveforms).shape) == (2, *expected)
@@ -153,7 +153,7 @@ def test_invalid_config_names_the_key(overrides, key):
     with pytest.raises(UserError, match=key):
         features.make_frontend(config, RATE)
     with pytest.raises(UserError, match=key):
-        features.output_shape(config, RATE, RATE)
+        frontend_settings.output_shape(config, RATE, RATE)
 
 
 def test_normalize_per_channel():

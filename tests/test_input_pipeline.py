@@ -11,7 +11,8 @@ from conftest import tone
 from configs import default
 from speechjax import audio, features, input_pipeline
 from speechjax.errors import UserError
-from speechjax.input_pipeline import LABEL, MASK, SPECTROGRAM, NormStats
+from speechjax.input_pipeline import LABEL, MASK, SPECTROGRAM
+from speechjax.normalization import NormStats
 
 WORDS = [f"w{i}" for i in range(7)]
 CLIP = 4000  # 0.25 s at 16 kHz keeps every test cheap
@@ -53,7 +54,7 @@ def collect(batches) -> list[dict]:
 
 
 def test_eval_batches_count_every_example_exactly_once(tree, tmp_path):
-    pipeline = input_pipeline.create_pipeline(make_config(tree, tmp_path), None, STATS)
+    pipeline = input_pipeline.create_pipeline(make_config(tree, tmp_path), STATS)
     assert pipeline.num_examples == {"train": 10, "validation": 7, "test": 4}
     assert pipeline.class_names == WORDS
     batches = collect(pipeline.eval_batches("validation", 3))
@@ -69,7 +70,7 @@ def test_eval_batches_count_every_example_exactly_once(tree, tmp_path):
     np.testing.assert_array_equal(labels[mask == 0], 0)
     # Reading every file each time (no cache) gives the same batches.
     uncached = input_pipeline.create_pipeline(
-        make_config(tree, tmp_path, **{"data.cache_mb": 0}), None, STATS
+        make_config(tree, tmp_path, **{"data.cache_mb": 0}), STATS
     )
     for a, b in zip(batches, uncached.eval_batches("validation", 3), strict=True):
         np.testing.assert_allclose(a[SPECTROGRAM], b[SPECTROGRAM], atol=1e-5)
@@ -80,7 +81,7 @@ def test_eval_batches_count_every_example_exactly_once(tree, tmp_path):
 
 def test_train_batches_are_a_function_of_seed_and_epoch(tree, tmp_path):
     config = make_config(tree, tmp_path)
-    pipeline = input_pipeline.create_pipeline(config, None, STATS)
+    pipeline = input_pipeline.create_pipeline(config, STATS)
     assert pipeline.steps_per_epoch(3) == 3
     first = collect(pipeline.train_batches(1, 3))
     assert len(first) == 3  # 10 examples: the remainder is dropped
@@ -89,9 +90,9 @@ def test_train_batches_are_a_function_of_seed_and_epoch(tree, tmp_path):
         np.testing.assert_array_equal(b[MASK], 1.0)
     second = collect(pipeline.train_batches(2, 3))
     again = collect(pipeline.train_batches(1, 3))  # after epoch 2 ran
-    fresh = input_pipeline.create_pipeline(config, None, STATS)
+    fresh = input_pipeline.create_pipeline(config, STATS)
     uncached = input_pipeline.create_pipeline(
-        make_config(tree, tmp_path, **{"data.cache_mb": 0}), None, STATS
+        make_config(tree, tmp_path, **{"data.cache_mb": 0}), STATS
     )
     for other in (again, collect(fresh.train_batches(1, 3)), collect(uncached.train_batches(1, 3))):
         for a, b in zip(first, other, strict=True):
@@ -100,7 +101,7 @@ def test_train_batches_are_a_function_of_seed_and_epoch(tree, tmp_path):
     assert not all(np.array_equal(a[LABEL], b[LABEL]) for a, b in zip(first, second, strict=True))
     assert not np.allclose(first[0][SPECTROGRAM], second[0][SPECTROGRAM])
     config.seed = 1
-    reseeded = collect(input_pipeline.create_pipeline(config, None, STATS).train_batches(1, 3))
+    reseeded = collect(input_pipeline.create_pipeline(config, STATS).train_batches(1, 3))
     assert not np.allclose(first[0][SPECTROGRAM], reseeded[0][SPECTROGRAM])
 
 
@@ -119,33 +120,29 @@ def numpy_spectrograms(root, config) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(spectrograms).astype(np.float64), np.array(labels)
 
 
-def test_norm_stats_computed_saved_and_reused(tree, tmp_path, monkeypatch):
+def test_norm_stats_computed_or_given(tree, tmp_path, monkeypatch):
     config = make_config(tree, tmp_path)
-    workdir = tmp_path / "work"
-    pipeline = input_pipeline.create_pipeline(config, str(workdir))
+    pipeline = input_pipeline.create_pipeline(config)
     reference, _ = numpy_spectrograms(tree, config)
     np.testing.assert_allclose(pipeline.norm_stats.mean, [reference.mean()], rtol=1e-5)
     np.testing.assert_allclose(pipeline.norm_stats.std, [reference.std()], rtol=1e-5)
-    saved = json.loads((workdir / "norm_stats.json").read_text())
-    assert NormStats.from_dict(saved) == pipeline.norm_stats
 
     def fail(self):
-        raise AssertionError("recomputed instead of reusing norm_stats.json")
+        raise AssertionError("recomputed although statistics were given")
 
     monkeypatch.setattr(input_pipeline.DataPipeline, "_compute_norm_stats", fail)
-    assert input_pipeline.create_pipeline(config, str(workdir)).norm_stats == pipeline.norm_stats
     given = NormStats((1.0,), (2.0,))
-    assert input_pipeline.create_pipeline(config, str(workdir), given).norm_stats == given
+    assert input_pipeline.create_pipeline(config, given).norm_stats == given
     with pytest.raises(UserError, match="have 1 channels, the features.. settings give 3"):
         input_pipeline.create_pipeline(
-            make_config(tree, tmp_path, **{"features.channels": 3}), str(workdir)
+            make_config(tree, tmp_path, **{"features.channels": 3}), given
         )
 
 
 def test_eval_spectrograms_are_normalised_centre_windows(tree, tmp_path):
     """Including the clip 10 samples longer than the window (centre-cropped) and a short one."""
     config = make_config(tree, tmp_path)
-    pipeline = input_pipeline.create_pipeline(config, None)
+    pipeline = input_pipeline.create_pipeline(config)
     reference, labels = numpy_spectrograms(tree, config)
     mean, std = pipeline.norm_stats.mean[0], pipeline.norm_stats.std[0]
     batches = collect(pipeline.eval_batches("train", 4))
@@ -164,7 +161,7 @@ def test_training_windows_of_a_long_clip_move(tree, tmp_path):
         "augment.freq_masks": 0,
     }
     config = make_config(tree, tmp_path, **quiet)
-    pipeline = input_pipeline.create_pipeline(config, None, STATS)
+    pipeline = input_pipeline.create_pipeline(config, STATS)
     waveform = audio.read_audio(str(tree / "train" / "w0" / "0.wav"), 16000)
     windows = np.stack([waveform[s : s + CLIP] for s in range(11)])
     frontend = features.make_frontend(config.features, 16000)
@@ -183,7 +180,7 @@ def test_training_windows_of_a_long_clip_move(tree, tmp_path):
 def test_sharded_processes_see_disjoint_parts_and_equal_batch_counts(tree, tmp_path):
     config = make_config(tree, tmp_path)
     shards = [
-        input_pipeline.create_pipeline(config, None, STATS, process_index=i, process_count=2)
+        input_pipeline.create_pipeline(config, STATS, process_index=i, process_count=2)
         for i in range(2)
     ]
     assert shards[0].num_examples["validation"] == 7  # global counts
@@ -202,23 +199,20 @@ def test_sharded_processes_see_disjoint_parts_and_equal_batch_counts(tree, tmp_p
 
 def test_norm_stats_with_several_processes_use_the_whole_split(tree, tmp_path):
     config = make_config(tree, tmp_path)
-    single = input_pipeline.create_pipeline(config, None).norm_stats
+    single = input_pipeline.create_pipeline(config).norm_stats
     for i in range(2):
-        sharded = input_pipeline.create_pipeline(config, None, process_index=i, process_count=2)
+        sharded = input_pipeline.create_pipeline(config, process_index=i, process_count=2)
         np.testing.assert_allclose(sharded.norm_stats.mean, single.mean, rtol=1e-6)
         np.testing.assert_allclose(sharded.norm_stats.std, single.std, rtol=1e-6)
 
 
-def test_normalize_off_uses_identity_and_saves_nothing(tree, tmp_path):
-    workdir = tmp_path / "work"
+def test_normalize_off_uses_identity(tree, tmp_path):
     config = make_config(tree, tmp_path, **{"features.normalize": False})
-    pipeline = input_pipeline.create_pipeline(config, str(workdir))
-    assert pipeline.norm_stats == NormStats.identity(1)
-    assert not (workdir / "norm_stats.json").exists()
+    assert input_pipeline.create_pipeline(config).norm_stats == NormStats.identity(1)
 
 
 def test_too_few_training_examples_for_a_batch(tree, tmp_path):
-    pipeline = input_pipeline.create_pipeline(make_config(tree, tmp_path), None, STATS)
+    pipeline = input_pipeline.create_pipeline(make_config(tree, tmp_path), STATS)
     assert pipeline.steps_per_epoch(11) == 0
     with pytest.raises(UserError, match="fewer than one batch of 11"):
         next(pipeline.train_batches(1, 11))
@@ -233,8 +227,8 @@ def test_background_noise_of_a_speech_commands_root_is_mixed_in(tiny_wav_tree, t
     quiet = {"augment.time_shift_ms": 0.0, "augment.gain_db": 0.0, "augment.time_masks": 0}
     noisy = make_config(root, tmp_path, **quiet, **{"augment.noise_prob": 1.0})
     clean = make_config(root, tmp_path, **quiet, **{"augment.noise_prob": 0.0})
-    a = next(input_pipeline.create_pipeline(noisy, None, STATS).train_batches(1, 5))
-    b = next(input_pipeline.create_pipeline(clean, None, STATS).train_batches(1, 5))
+    a = next(input_pipeline.create_pipeline(noisy, STATS).train_batches(1, 5))
+    b = next(input_pipeline.create_pipeline(clean, STATS).train_batches(1, 5))
     np.testing.assert_array_equal(a[LABEL], b[LABEL])
     assert not np.allclose(a[SPECTROGRAM], b[SPECTROGRAM], atol=1e-2)
 
@@ -247,7 +241,7 @@ def test_tfds_source(tmp_path, cache_mb):
     config.data.shuffle_buffer = 4
     config.features.n_mels = 16
     with tfds.testing.mock_data(num_examples=5, policy=tfds.testing.MockPolicy.USE_CODE):
-        pipeline = input_pipeline.create_pipeline(config, str(tmp_path))
+        pipeline = input_pipeline.create_pipeline(config)
         assert len(pipeline.class_names) == 12
         assert pipeline.num_examples == {"train": 5, "validation": 5, "test": 5}
         batches = collect(pipeline.eval_batches("test", 2))
@@ -258,14 +252,13 @@ def test_tfds_source(tmp_path, cache_mb):
     assert [len(t) for t in train] == [2, 2, 2]
     for a, b in zip(train[0], train[1], strict=True):
         np.testing.assert_array_equal(a[SPECTROGRAM], b[SPECTROGRAM])
-    assert (tmp_path / "norm_stats.json").exists()
 
 
 def test_toy_dataset(shared_data, tmp_path):
     config = default.get_config()
     config.data.source = "folder"
     config.data.dir = str(shared_data / "toy_dataset")
-    pipeline = input_pipeline.create_pipeline(config, str(tmp_path))
+    pipeline = input_pipeline.create_pipeline(config)
     assert pipeline.num_examples == {"train": 245, "validation": 70, "test": 35}
     assert pipeline.input_shape == (101, 40, 1)
     batches = collect(pipeline.eval_batches("test", 16))
@@ -282,13 +275,10 @@ def test_norm_stats_round_trip_and_validation(tmp_path):
     stats = NormStats((1.5, -2.0, 0.0), (1.0, 3.0, 0.5))
     path = tmp_path / "norm_stats.json"
     stats.save(str(path))
-    assert NormStats.load(str(path)) == stats
+    assert NormStats.from_dict(json.loads(path.read_text())) == stats
     assert NormStats.from_dict(stats.to_dict()) == stats
     with pytest.raises(UserError, match="need lists 'mean' and 'std'"):
         NormStats.from_dict({"mean": [1.0]})
-    path.write_text("{not json")
-    with pytest.raises(UserError, match="cannot be read as JSON"):
-        NormStats.load(str(path))
 
 
 def test_tf_sees_no_gpu():

@@ -1,39 +1,11 @@
 """main.py end to end, in subprocesses as a user runs it: train, eval, multi-device, errors."""
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def run_main(*args, devices: int = 1, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    if devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    result = subprocess.run(
-        [sys.executable, "main.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"main.py {' '.join(args)} failed:\n{result.stderr[-4000:]}")
-    return result
-
-
-@pytest.fixture(scope="module")
-def trained(workspace, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("run") / "tiny"
-    run_main("--config", f"tests/tiny_config.py:{workspace}", "--workdir", str(workdir))
-    return workdir
+from tests.helpers import run_main
 
 
 def _results(workdir) -> dict:

@@ -5,7 +5,8 @@ import signal
 
 import pytest
 
-from speechjax import checkpoints, evaluate, input_pipeline, train
+from speechjax import checkpoints, eval_loop, input_pipeline, train
+from speechjax.run import Workdir
 from tests import tiny_config
 
 
@@ -46,7 +47,7 @@ def test_resume_after_sigterm_mid_epoch_matches_uninterrupted(
         train.train_and_evaluate(config, workdir)
     monkeypatch.undo()
     # 32 training clips in batches of 8: epoch 1 ends at step 4, the signal lands in step 6.
-    assert checkpoints.create_manager(workdir).latest_step() == 6
+    assert checkpoints.create_manager(Workdir(workdir)).latest_step() == 6
 
     resumed = train.train_and_evaluate(config, workdir)
     assert _without_timing(resumed) == _without_timing(uninterrupted)
@@ -77,7 +78,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(worksp
         config.train.lr = 1e30
     with pytest.raises(train.TrainingDiverged, match=r"last good checkpoint \(step 4\)"):
         train.train_and_evaluate(config, workdir)
-    assert checkpoints.create_manager(workdir).all_steps() == [4]
+    assert checkpoints.create_manager(Workdir(workdir)).all_steps() == [4]
 
 
 def test_early_stopping_ends_the_run_at_the_scripted_epoch(workspace, tmp_path, monkeypatch):
@@ -86,7 +87,7 @@ def test_early_stopping_ends_the_run_at_the_scripted_epoch(workspace, tmp_path, 
         config.train.epochs = 10
         config.train.patience = 2
     val_losses = iter([1.0, 0.8, 0.9, 0.85, 0.1])  # no new low at epochs 3 and 4: stop at 4
-    original = evaluate.evaluate_split
+    original = eval_loop.evaluate_split
 
     def scripted(eval_step, state, pipeline, split, batch_size, mesh):
         result = original(eval_step, state, pipeline, split, batch_size, mesh)
@@ -94,7 +95,7 @@ def test_early_stopping_ends_the_run_at_the_scripted_epoch(workspace, tmp_path, 
             result.loss = next(val_losses)
         return result
 
-    monkeypatch.setattr(evaluate, "evaluate_split", scripted)
+    monkeypatch.setattr(eval_loop, "evaluate_split", scripted)
     results = train.train_and_evaluate(config, str(tmp_path / "early"))
     assert results["epochs_run"] == 4
     assert [h["val_loss"] for h in results["history"]] == [1.0, 0.8, 0.9, 0.85]
