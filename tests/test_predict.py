@@ -1,0 +1,139 @@
+"""--mode predict end to end: a small model trained on real clips finds the words placed in
+a long recording with background noise between them, at the right places."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile
+
+from benchmarks.detection import compose_recording, score
+from configs import resnet32
+from speechjax import audio, predict, train
+from speechjax.detection import Detection
+from speechjax.errors import UserError
+from speechjax.inference import Classifier, fit_clip
+from tests.helpers import run_main
+
+WORDS = ("yes", "no", "stop")
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def real_model(shared_data, tmp_path_factory):
+    """A small ResNet-32 trained for 8 epochs on 300 real clips of each of three words
+    (about 40 s here); test accuracy ~0.95 on 60 clips of unseen speakers."""
+    source = shared_data / "mini_speech_commands"
+    if not source.is_dir():
+        pytest.skip(f"{source} not found")
+    root = tmp_path_factory.mktemp("three_words")
+    for split, count in (("train", 300), ("validation", 40), ("test", 20)):
+        for word in WORDS:
+            (root / split / word).mkdir(parents=True)
+            for clip in sorted((source / split / word).glob("*.flac"))[:count]:
+                os.symlink(clip, root / split / word / clip.name)
+    (root / "classes.txt").write_text("\n".join(WORDS) + "\n")
+    config = resnet32.get_config()
+    config.data.source = "folder"
+    config.data.dir = str(root)
+    config.data.classes_file = str(root / "classes.txt")
+    config.model.blocks_per_stage = 1
+    config.model.widths = (8, 16, 32)
+    config.augment.noise_prob = 0.0
+    config.augment.time_masks = config.augment.freq_masks = 0
+    config.train.lr = 0.01
+    config.train.epochs = 8
+    workdir = tmp_path_factory.mktemp("three_words_run")
+    results = train.train_and_evaluate(config, str(workdir))
+    assert results["test_accuracy"] >= 0.85, results["test_accuracy"]
+    return root, workdir
+
+
+@pytest.fixture(scope="module")
+def recording(real_model, shared_data, tmp_path_factory):
+    """A 20 s WAV: 7 test clips the model labels right on their own (p > 0.95) at random
+    gaps of 0.8-2.5 s in a quiet pink-noise floor (RMS 0.002), and where each one was put."""
+    root, workdir = real_model
+    classifier = Classifier.from_workdir(str(workdir))
+    files = sorted((root / "test").glob("*/*.flac"))
+    clips = [audio.read_audio(str(f), RATE) for f in files]
+    probabilities = classifier.predict(np.stack([fit_clip(c, RATE) for c in clips]))
+    confident = [
+        i
+        for i, (f, p) in enumerate(zip(files, probabilities, strict=True))
+        if WORDS[int(p.argmax())] == f.parent.name and p.max() > 0.95
+    ]
+    chosen = [confident[i] for i in np.random.default_rng(0).permutation(len(confident))[:8]]
+    noise = audio.read_audio(str(shared_data / "_background_noise_" / "pink_noise.wav"), RATE)
+    waveform, words = compose_recording(
+        [clips[i] for i in chosen],
+        [files[i].parent.name for i in chosen],
+        noise,
+        RATE,
+        20.0,
+        0.002,
+        seed=0,
+    )
+    path = tmp_path_factory.mktemp("recording") / "long.wav"
+    soundfile.write(path, waveform, RATE, subtype="PCM_16")
+    return path, words
+
+
+def test_predict_finds_the_words_of_a_long_recording(real_model, recording, tmp_path):
+    root, workdir = real_model
+    path, words = recording
+    assert len(words) >= 6
+    output = tmp_path / "found.json"
+    result = run_main(
+        "--config",
+        "configs/resnet32.py",
+        "--workdir",
+        str(workdir),
+        "--mode",
+        "predict",
+        "--audio",
+        str(path),
+        "--audio",
+        str(root / "test" / "yes"),
+        "--output",
+        str(output),
+    )
+    record = json.loads(output.read_text())
+    assert [f["path"] for f in record["files"]][0] == str(path)
+    assert len(record["files"]) == 1 + 20
+    found = [
+        Detection(d["label"], d["score"], d["start_s"], d["end_s"])
+        for d in record["detections"]
+        if d["path"] == str(path)
+    ]
+    hits, missed, false = score(found, words)
+    assert false == 0, (found, words)
+    assert missed <= 1, (found, words)
+    assert all(d.end_s - d.start_s == pytest.approx(1.0) for d in found)
+    assert "detections:" in result.stdout
+    assert (tmp_path / "found_detections.csv").is_file()
+    assert (tmp_path / "found.csv").is_file()
+    (plot,) = record["plots"]
+    assert plot.endswith(".png") and os.path.getsize(plot) > 10_000
+
+
+def test_audio_paths_expand_and_bad_ones_say_so(tmp_path, tiny_wav_tree):
+    from tests.conftest import tone
+
+    root = tiny_wav_tree({"a/x.wav": tone(), "a/b/y.flac": tone(), "notes.txt": "hi"})
+    found = predict.expand_audio_paths([str(root), str(root / "a" / "x.wav")])
+    assert found == [str(root / "a" / "b" / "y.flac"), str(root / "a" / "x.wav")]
+    assert predict.expand_audio_paths([str(root / "a" / "*.wav")]) == [str(root / "a" / "x.wav")]
+    with pytest.raises(UserError, match="no such file or folder"):
+        predict.expand_audio_paths([str(tmp_path / "missing.wav")])
+    with pytest.raises(UserError, match="needs --audio"):
+        predict.expand_audio_paths([])
+
+
+def test_window_starts_cover_the_whole_recording():
+    np.testing.assert_array_equal(predict.window_starts(16000, 16000, 1600), [0])
+    np.testing.assert_array_equal(predict.window_starts(8000, 16000, 1600), [0])
+    starts = predict.window_starts(20000, 16000, 1600)
+    np.testing.assert_array_equal(starts, [0, 1600, 3200, 4800])  # the last one reaches past
+    assert starts[-1] + 16000 >= 20000
