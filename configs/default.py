@@ -69,6 +69,17 @@ def get_config() -> ml_collections.ConfigDict:
     features.normalize = True
 
     config.augment = augment = ml_collections.ConfigDict()
+    # Speed perturbation: resample each clip by a factor uniform in 1 +- speed_change
+    # (pitch and tempo together); 0 = off.
+    augment.speed_change = 0.0
+    # Probability of convolving a clip with a synthetic room response, and its RT60 range
+    # in seconds.
+    augment.reverb_prob = 0.0
+    augment.reverb_rt60_min = 0.1
+    augment.reverb_rt60_max = 0.6
+    # Probability of limiting a clip to a random band (high-pass up to 300 Hz, low-pass from
+    # 3.4 kHz), as microphones and channels do.
+    augment.band_prob = 0.0
     # Random time shift of the waveform, up to this many milliseconds either way.
     augment.time_shift_ms = 100.0
     # Probability of mixing in background noise, and its level range (fraction of speech RMS).

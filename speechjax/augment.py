@@ -1,4 +1,5 @@
-"""Training-time augmentation in TensorFlow: time shift, background noise, gain, SpecAugment.
+"""Training-time augmentation in TensorFlow: speed, reverberation, time shift, background
+noise, band limiting, gain, SpecAugment.
 
 All randomness is stateless, drawn from a seed tensor of shape [2] (for example from
 `tf.data.Dataset.random(seed).batch(2)` zipped with the examples, or
@@ -32,8 +33,16 @@ def _check(augment_config) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise UserError(f"augment.{key}={value} must be >= 0.")
-    if not 0 <= c.noise_prob <= 1:
-        raise UserError(f"augment.noise_prob={c.noise_prob} must be in [0, 1].")
+    for key in ("noise_prob", "reverb_prob", "band_prob"):
+        if not 0 <= c[key] <= 1:
+            raise UserError(f"augment.{key}={c[key]} must be in [0, 1].")
+    if not 0 <= c.speed_change < 1:
+        raise UserError(f"augment.speed_change={c.speed_change} must be in [0, 1).")
+    if c.reverb_prob > 0 and not 0 < c.reverb_rt60_min <= c.reverb_rt60_max:
+        raise UserError(
+            f"augment.reverb_rt60_min={c.reverb_rt60_min} and reverb_rt60_max="
+            f"{c.reverb_rt60_max} need 0 < min <= max (seconds)."
+        )
     if c.noise_max < c.noise_min:
         raise UserError(
             f"augment.noise_max={c.noise_max} must be >= augment.noise_min={c.noise_min}."
@@ -72,13 +81,34 @@ def augment_waveform(
     - Gain: uniform in +-gain_db decibels. Nothing is clipped: features are computed in float.
     """
     _check(augment_config)
+    c = augment_config
     waveform = tf.convert_to_tensor(waveform, tf.float32)
+    seed = tf.cast(seed, tf.int64)
     shift_seed, noise_seed, gain_seed = tf.unstack(
-        tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=3)
+        tf.random.experimental.stateless_split(seed, num=3)
+    )
+    # The later augmentations draw from a seed of their own, so that with them off every
+    # draw above is what it was before they existed (and runs stay reproducible).
+    speed_seed, reverb_seed, band_seed = tf.unstack(
+        tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(seed, 1), num=3
+        )
     )
     if waveform.shape.rank is None or waveform.shape[-1] is None:
         raise ValueError(f"augment_waveform needs a static clip length, got {waveform.shape}.")
     per_example = tf.concat([tf.shape(waveform)[:-1], [1]], axis=0)  # one draw per example
+
+    if c.speed_change > 0:
+        waveform = change_speed(waveform, speed_seed, c.speed_change, per_example)
+    if c.reverb_prob > 0:
+        waveform = reverberate(
+            waveform,
+            reverb_seed,
+            sample_rate,
+            c.reverb_prob,
+            (c.reverb_rt60_min, c.reverb_rt60_max),
+            per_example,
+        )
 
     max_shift = round(augment_config.time_shift_ms * sample_rate / 1000)
     if max_shift > 0:
@@ -89,10 +119,102 @@ def augment_waveform(
     if noise_bank is not None and augment_config.noise_prob > 0 and augment_config.noise_max > 0:
         waveform = _mix_noise(waveform, noise_seed, augment_config, noise_bank, per_example)
 
+    if c.band_prob > 0:
+        waveform = limit_band(waveform, band_seed, sample_rate, c.band_prob, per_example)
+
     if augment_config.gain_db > 0:
         gain_db = _uniform(gain_seed, per_example, -augment_config.gain_db, augment_config.gain_db)
         waveform = waveform * tf.pow(10.0, gain_db / 20.0)
     return waveform
+
+
+def change_speed(waveform: tf.Tensor, seed, max_change: float, per_example) -> tf.Tensor:
+    """Speed perturbation (Ko et al. 2015): each clip resampled by a factor uniform in
+    1 +- max_change about its centre, so pitch and tempo change together and the word stays
+    in place; linear interpolation, zeros beyond the clip's ends.
+
+    Resampling by interpolation rather than with a polyphase filter: at factors within 10%
+    of 1 its aliasing lies above 7 kHz, where the front ends' mel bands end (fmax 7600 Hz).
+    """
+    num_samples = waveform.shape[-1]
+    factor = _uniform(seed, per_example, 1.0 - max_change, 1.0 + max_change)
+    centre = (num_samples - 1) / 2.0
+    positions = centre + (tf.range(num_samples, dtype=tf.float32) - centre) * factor
+    left = tf.floor(positions)
+    fraction = positions - left
+    left = tf.cast(left, tf.int32)
+    padded = tf.pad(waveform, [[0, 0]] * (waveform.shape.rank - 1) + [[1, 2]])
+    # padded[i + 1] is waveform[i]; positions outside [-1, num_samples] read the zero pads.
+    before = _windows_at(padded, tf.clip_by_value(left + 1, 0, num_samples + 2))
+    after = _windows_at(padded, tf.clip_by_value(left + 2, 0, num_samples + 2))
+    inside = (positions > -1.0) & (positions < num_samples)
+    return tf.where(inside, before * (1.0 - fraction) + after * fraction, 0.0)
+
+
+def _windows_at(source: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+    """source[..., indices] with leading dimensions paired (indices: [..., n])."""
+    return tf.gather(source, indices, batch_dims=source.shape.rank - 1)
+
+
+def room_impulse_response(rt60: tf.Tensor, sample_rate: int, length: int, seed) -> tf.Tensor:
+    """[..., length] synthetic room responses: a direct path followed by exponentially
+    decaying Gaussian noise (energy down 60 dB after rt60 seconds), the classic statistical
+    model of late reverberation. rt60: [..., 1] seconds."""
+    t = tf.range(length, dtype=tf.float32) / sample_rate
+    shape = tf.concat([tf.shape(rt60)[:-1], [length]], axis=0)
+    tail = tf.random.stateless_normal(shape, seed) * tf.exp(-6.9078 * t / rt60)
+    # Late energy about equal to the direct path's, as in a small room a metre away.
+    tail = tail / tf.sqrt(tf.reduce_sum(tail**2, axis=-1, keepdims=True) + 1e-12)
+    return tf.where(t > 0.0, tail, 0.0) + tf.one_hot(0, length)
+
+
+def reverberate(waveform, seed, sample_rate: int, prob: float, rt60_range, per_example):
+    """With probability `prob`, convolves each clip with a synthetic room response of RT60
+    uniform in rt60_range (seconds), keeping the clip's length and RMS.
+
+    Generated responses rather than recorded ones: nothing can be downloaded at run time,
+    and the exponential-decay model gives the smeared onsets and tails that make far-field
+    speech hard; the convolution runs as one FFT product per batch.
+    """
+    num_samples = waveform.shape[-1]
+    rt60_seed, ir_seed, apply_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    rt60 = _uniform(rt60_seed, per_example, rt60_range[0], rt60_range[1])
+    length = round(min(rt60_range[1], 1.0) * sample_rate)
+    response = room_impulse_response(rt60, sample_rate, length, ir_seed)
+    fft_length = 2 ** (num_samples + length - 1).bit_length()
+    wet = tf.signal.irfft(
+        tf.signal.rfft(waveform, [fft_length]) * tf.signal.rfft(response, [fft_length]),
+        [fft_length],
+    )[..., :num_samples]
+
+    def rms(x):
+        return tf.sqrt(tf.reduce_mean(tf.square(x), axis=-1, keepdims=True))
+
+    wet = wet * rms(waveform) / tf.maximum(rms(wet), 1e-8)
+    applied = _uniform(apply_seed, per_example, 0.0, 1.0) < prob
+    return tf.where(applied, wet, waveform)
+
+
+# Band limits a device or channel may impose: a high-pass corner up to 300 Hz (small
+# microphones, voice codecs) and a low-pass corner from 3.4 kHz (telephone) to 8 kHz.
+_HIGHPASS_MAX_HZ = 300.0
+_LOWPASS_MIN_HZ = 3400.0
+
+
+def limit_band(waveform, seed, sample_rate: int, prob: float, per_example):
+    """With probability `prob`, keeps only a random band: a high-pass corner uniform in
+    0-300 Hz and a low-pass corner uniform in 3.4 kHz to half the sample rate, as brick-wall
+    masks of the clip's spectrum (microphone and channel colour)."""
+    num_samples = waveform.shape[-1]
+    low_seed, high_seed, apply_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    nyquist = sample_rate / 2.0
+    low = _uniform(low_seed, per_example, 0.0, _HIGHPASS_MAX_HZ)
+    high = _uniform(high_seed, per_example, min(_LOWPASS_MIN_HZ, nyquist), nyquist)
+    frequencies = tf.linspace(0.0, nyquist, num_samples // 2 + 1)
+    keep = tf.cast((frequencies >= low) & (frequencies <= high), tf.complex64)
+    limited = tf.signal.irfft(tf.signal.rfft(waveform) * keep, [num_samples])
+    applied = _uniform(apply_seed, per_example, 0.0, 1.0) < prob
+    return tf.where(applied, limited, waveform)
 
 
 def _mix_noise(waveform, seed, augment_config, noise_bank, per_example):

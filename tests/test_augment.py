@@ -160,3 +160,76 @@ def test_invalid_config_names_the_key(overrides, key, waveform):
         augment.augment_waveform(waveform, SEED, config, RATE, None)
     with pytest.raises(UserError, match=key):
         augment.spec_augment(tf.ones([10, 10, 1]), SEED, config)
+
+
+NONE = dict(time_shift_ms=0.0, noise_prob=0.0, gain_db=0.0)
+
+
+def dominant_hz(x: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(x))
+    return float(np.argmax(spectrum) * RATE / len(x))
+
+
+def test_new_augmentations_off_leave_every_earlier_draw_unchanged(waveform, noise_bank):
+    # Samples of the default augmentation of these fixtures as computed by augment.py before
+    # speed, reverberation and band limiting existed (commit 9dbebd1): with them off, shift,
+    # noise and gain must draw the same, so earlier runs and checkpoints reproduce.
+    before = {0: -0.03144879266619682, 5000: -0.3107454180717468, 15999: 0.4953310191631317}
+    out = augment.augment_waveform(waveform, SEED, augment_config(), RATE, noise_bank).numpy()
+    for index, value in before.items():
+        assert out[index] == pytest.approx(value, abs=1e-6)
+    assert float(np.abs(out).sum()) == pytest.approx(3445.3115, rel=1e-5)
+
+
+def test_speed_change_scales_frequency_and_keeps_the_centre():
+    t = np.arange(RATE) / RATE
+    burst = (np.sin(2 * np.pi * 1000 * t) * np.exp(-(((t - 0.5) / 0.1) ** 2))).astype(np.float32)
+    config = augment_config(**NONE, speed_change=0.1)
+    factors = []
+    for seed in range(6):
+        out = augment.augment_waveform(burst, [seed, 1], config, RATE, None).numpy()
+        factors.append(dominant_hz(out) / 1000)
+        # The envelope's peak stays at the centre.
+        assert abs(np.argmax(np.abs(out)) - RATE / 2) < RATE * 0.01
+    assert all(0.89 <= f <= 1.11 for f in factors)
+    assert max(factors) - min(factors) > 0.02  # it varies with the seed
+    batch = np.stack([burst, burst])
+    out = augment.augment_waveform(batch, SEED, config, RATE, None).numpy()
+    assert not np.allclose(out[0], out[1])  # independent per example
+
+
+def test_reverberation_adds_a_decaying_tail_and_keeps_the_level():
+    click = np.zeros(RATE, np.float32)
+    click[1000:1100] = 0.5
+    config = augment_config(**NONE, reverb_prob=1.0, reverb_rt60_min=0.3, reverb_rt60_max=0.3)
+    out = augment.augment_waveform(click, SEED, config, RATE, None).numpy()
+    rms = np.sqrt(np.mean(click**2))
+    assert np.sqrt(np.mean(out**2)) == pytest.approx(rms, rel=1e-3)
+    tail = out[1100:]
+    early, late = np.abs(tail[:1600]).mean(), np.abs(tail[3200:4800]).mean()
+    assert early > 0.01 and late < early  # a tail that decays after the click
+    assert np.abs(out[:990]).max() < 1e-4  # nothing before the sound (causal)
+    off = augment_config(**NONE, reverb_prob=0.0)
+    np.testing.assert_array_equal(augment.augment_waveform(click, SEED, off, RATE, None), click)
+
+
+def test_band_limit_removes_energy_outside_a_random_band():
+    t = np.arange(RATE) / RATE
+    mix = (np.sin(2 * np.pi * 100 * t) + np.sin(2 * np.pi * 7900 * t)).astype(np.float32) * 0.3
+    config = augment_config(**NONE, band_prob=1.0)
+    removed = 0
+    for seed in range(6):
+        out = augment.augment_waveform(mix, [seed, 2], config, RATE, None).numpy()
+        spectrum = np.abs(np.fft.rfft(out))
+        low, high = spectrum[100], spectrum[7900]
+        removed += (low < 1.0) + (high < 1.0)
+        assert spectrum[100:7901].max() <= np.abs(np.fft.rfft(mix)).max() + 1e-3
+    assert removed >= 6  # corners above 100 Hz and below 7.9 kHz cut those tones
+
+
+def test_new_augmentation_settings_are_checked():
+    for key, value in (("speed_change", 1.0), ("reverb_prob", 1.5), ("band_prob", -0.1)):
+        with pytest.raises(UserError, match=f"augment.{key}"):
+            augment.augment_waveform(
+                np.zeros(RATE, np.float32), SEED, augment_config(**{key: value}), RATE, None
+            )
