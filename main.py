@@ -19,7 +19,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from speechjax.errors import UserError  # noqa: E402
 
-MODES = ("train", "eval", "predict")
+MODES = ("train", "eval", "predict", "show_batch")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -35,7 +35,8 @@ _MODE = flags.DEFINE_enum(
     "train",
     MODES,
     "train (or resume) | eval (a checkpoint on a split, with a report) | "
-    "predict (label audio files and find commands in long recordings)",
+    "predict (label audio files and find commands in long recordings) | "
+    "show_batch (a PNG of training spectrograms, clean beside augmented)",
 )
 _AUDIO = flags.DEFINE_multi_string(
     "audio", [], "predict: an audio file, a folder (searched recursively) or a glob; repeatable."
@@ -45,7 +46,8 @@ _OUTPUT = flags.DEFINE_string(
     None,
     "eval: the report's path (default: workdir/eval_<split>.json for the training data, "
     "eval_<split>-<data>.json for other data); predict: the JSON's path (default: "
-    "workdir/predictions.json; a .csv goes beside it).",
+    "workdir/predictions.json; a .csv goes beside it); show_batch: the PNG's path "
+    "(default: workdir/batch.png).",
 )
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first (multi-host runs)."
@@ -82,10 +84,15 @@ def _run(argv) -> None:
         from speechjax import evaluate
 
         evaluate.evaluate_checkpoint(config, workdir, overrides, _OUTPUT.value)
-    else:
+    elif _MODE.value == "predict":
         from speechjax import predict
 
         predict.predict_files(config, workdir, _AUDIO.value, overrides, _OUTPUT.value)
+    else:
+        from speechjax import input_pipeline
+
+        path = input_pipeline.show_batch(config, _OUTPUT.value or f"{workdir}/batch.png")
+        print(f"training batch, clean and augmented -> {path}")
 
 
 def main(argv) -> None:

@@ -98,6 +98,12 @@ class DataPipeline:
         """Shuffled, augmented batches of epoch `epoch`; remainder dropped; mask all ones."""
         return self._train_dataset(epoch, batch_size).as_numpy_iterator()
 
+    def first_batch_both_ways(self, batch_size: int) -> tuple[dict, dict]:
+        """Epoch 1's first training batch without and with augmentation: the same examples
+        and windows (what `--mode show_batch` draws)."""
+        clean = next(self._train_dataset(1, batch_size, augmented=False).as_numpy_iterator())
+        return clean, next(self.train_batches(1, batch_size))
+
     def example_files(self, split: str) -> tuple[tuple[str, ...], np.ndarray] | None:
         """(paths, class ids) of this process's part of `split` in evaluation order; None
         for TFDS, whose examples are no files."""
@@ -110,7 +116,9 @@ class DataPipeline:
 
     # ---- training ----
 
-    def _train_dataset(self, epoch: int, batch_size: int) -> tf.data.Dataset:
+    def _train_dataset(
+        self, epoch: int, batch_size: int, augmented: bool = True
+    ) -> tf.data.Dataset:
         steps = self.steps_per_epoch(batch_size)
         if steps == 0:
             raise UserError(
@@ -139,12 +147,13 @@ class DataPipeline:
 
         def batch(waveform_batch, batch_seeds):
             _, waveforms, labels = waveform_batch
-            waveforms = augment.augment_waveform(
-                waveforms, batch_seeds[0], config.augment, sample_rate, noise_bank
-            )
-            spectrograms = augment.spec_augment(
-                spectrogram(waveforms), batch_seeds[1], config.augment
-            )
+            if augmented:
+                waveforms = augment.augment_waveform(
+                    waveforms, batch_seeds[0], config.augment, sample_rate, noise_bank
+                )
+            spectrograms = spectrogram(waveforms)
+            if augmented:
+                spectrograms = augment.spec_augment(spectrograms, batch_seeds[1], config.augment)
             return {
                 SPECTROGRAM: spectrograms,
                 LABEL: labels,
@@ -438,3 +447,28 @@ def create_pipeline(
         raise ValueError(f"process_index {process_index} is outside 0..{process_count - 1}")
     source = sources.load_source(config, splits=splits, class_names=class_names)
     return DataPipeline(config, source, norm_stats, process_index, process_count)
+
+
+# Examples `show_batch` draws: enough to see the spread of the augmentation, still legible.
+_SHOWN_EXAMPLES = 16
+
+
+def show_batch(config, path: str) -> str:
+    """`--mode show_batch`: writes a PNG of epoch 1's first training examples, clean beside
+    augmented (normalised spectrograms, with their labels); returns its path."""
+    from speechjax import reporting
+
+    pipeline = create_pipeline(config)
+    count = min(_SHOWN_EXAMPLES, pipeline.num_examples["train"])
+    clean, augmented = pipeline.first_batch_both_ways(count)
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    reporting.plot_batch(
+        clean[SPECTROGRAM],
+        augmented[SPECTROGRAM],
+        clean[LABEL],
+        pipeline.class_names,
+        path,
+        title=f"{config.data.source} training examples, epoch 1 (time across, frequency up)",
+    )
+    return path

@@ -143,3 +143,40 @@ def plot_detections(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_batch(
+    clean: np.ndarray,
+    augmented: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    path: str,
+    title: str,
+) -> None:
+    """Pairs of spectrograms [n, T, F, C] (first channel), clean beside augmented, each
+    titled with its label: what the network sees in training."""
+    plt = _pyplot()
+    count = len(labels)
+    columns = 4  # two pairs a row
+    rows = -(-count // 2)
+    fig, axes = plt.subplots(rows, columns, figsize=(12, 2.2 * rows), squeeze=False)
+    low = min(float(clean[..., 0].min()), float(augmented[..., 0].min()))
+    high = max(float(clean[..., 0].max()), float(augmented[..., 0].max()))
+    for ax in axes.flat:
+        ax.axis("off")
+    for index in range(count):
+        for column, (images, kind) in enumerate(((clean, "clean"), (augmented, "augmented"))):
+            ax = axes[index // 2, 2 * (index % 2) + column]
+            ax.imshow(
+                images[index, :, :, 0].T,
+                origin="lower",
+                aspect="auto",
+                vmin=low,
+                vmax=high,
+                cmap="magma",
+            )
+            ax.set_title(f"{class_names[labels[index]]} ({kind})", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

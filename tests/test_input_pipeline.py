@@ -283,3 +283,29 @@ def test_norm_stats_round_trip_and_validation(tmp_path):
 
 def test_tf_sees_no_gpu():
     assert tf.config.get_visible_devices("GPU") == []
+
+
+def test_show_batch_draws_the_same_examples_clean_and_augmented(tree, tmp_path):
+    config = make_config(tree, tmp_path)
+    pipeline = input_pipeline.create_pipeline(config, STATS)
+    clean, augmented = pipeline.first_batch_both_ways(4)
+    first = next(pipeline.train_batches(1, 4))
+    np.testing.assert_array_equal(augmented[SPECTROGRAM], first[SPECTROGRAM])
+    np.testing.assert_array_equal(clean[LABEL], first[LABEL])
+    assert np.abs(clean[SPECTROGRAM] - augmented[SPECTROGRAM]).max() > 0.1
+    # With every augmentation off, the "augmented" batch is the clean one.
+    off = make_config(
+        tree,
+        tmp_path,
+        **{
+            "augment.time_shift_ms": 0.0,
+            "augment.noise_prob": 0.0,
+            "augment.gain_db": 0.0,
+            "augment.time_masks": 0,
+            "augment.freq_masks": 0,
+        },
+    )
+    plain = next(input_pipeline.create_pipeline(off, STATS).train_batches(1, 4))
+    np.testing.assert_allclose(plain[SPECTROGRAM], clean[SPECTROGRAM], atol=1e-5)
+    path = input_pipeline.show_batch(config, str(tmp_path / "shown" / "batch.png"))
+    assert (tmp_path / "shown" / "batch.png").stat().st_size > 10_000 and path.endswith(".png")
