@@ -198,6 +198,8 @@ def read_classes(path: str) -> list[str]:
             lines = f.read().splitlines()
     except OSError as e:
         raise UserError(f"data.classes_file={path!r} cannot be read: {e.strerror}.") from e
+    except UnicodeDecodeError as e:
+        raise UserError(f"data.classes_file={path!r} is not UTF-8 text ({e.reason}).") from e
     seen = {}
     for number, line in enumerate(lines, start=1):
         name = line.strip()
@@ -322,7 +324,10 @@ def _list_speech_commands(root: pathlib.Path):
         list_file = root / name
         if not list_file.is_file():
             raise UserError(f"{list_file} is missing: a Speech Commands root needs both lists.")
-        lines = list_file.read_text(encoding="utf-8").splitlines()
+        try:
+            lines = list_file.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise UserError(f"{list_file} is not UTF-8 text ({e.reason}).") from e
         lists[split] = [pathlib.PurePosixPath(line.strip()) for line in lines if line.strip()]
     on_lists = {str(p) for paths in lists.values() for p in paths}
     label_folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))

@@ -291,6 +291,9 @@ def test_classes_file_errors(tmp_path):
     assert sources.read_classes(str(path)) == ["yes", "no"]
     with pytest.raises(UserError, match="cannot be read"):
         sources.read_classes(str(tmp_path / "missing.txt"))
+    path.write_bytes(b"yes\n\xff\xfe\n")
+    with pytest.raises(UserError, match="is not UTF-8 text"):
+        sources.read_classes(str(path))
 
 
 def test_noise_dir_and_unknown_source(tiny_wav_tree, classes, tmp_path):
