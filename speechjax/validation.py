@@ -9,7 +9,8 @@ each naming the key, its value and what is allowed:
 * each field's type and range (the table in `_field_rules`): learning rate > 0, batch sizes
   and epochs >= 1, probabilities in [0, 1], finite numbers everywhere...;
 * names from the modules that define them: data.source, data.layout, eval.split
-  (`sources`), train.optimizer and train.schedule (`optim`), model.name (the model registry);
+  (`sources`), features.kind (`features`), train.optimizer and train.schedule (`optim`),
+  model.name (the model registry);
 * the checks the modules hold, called rather than copied: the front end's settings
   (`features.output_shape`), augmentation (`augment.check_config`), the synthetic set's
   counts (`synthetic.check_config`), each model's own options and its minimum input size
@@ -292,8 +293,8 @@ def _value(config, key: str):
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises UserError with one line per problem of `config`; see the module docstring."""
-    # Imported here (see the module docstring). features (and augment, below) import
-    # TensorFlow, for checks that are pure Python: features' move to a TensorFlow-free module.
+    # Imported here (see the module docstring). features, sources and augment (below) import
+    # TensorFlow, about 6 s here, though the checks used from them are pure Python.
     from speechjax import audio, features, optim, sources
     from speechjax.models import registry
 
