@@ -6,6 +6,7 @@ python main.py --config configs/resnet32.py --workdir runs/r32 --mode eval
 python main.py --config configs/resnet32.py --workdir runs/r32 --mode predict --audio a.wav
 """
 
+import os
 import re
 import sys
 
@@ -60,12 +61,17 @@ def _run(argv) -> None:
         raise UserError(f"Unexpected arguments {argv[1:]}: every option is a --flag.")
     import jax
 
+    from speechjax import validation
+
     if _DISTRIBUTED.value:
         jax.distributed.initialize()
     if _PLATFORM_NOTE:
         logging.info(_PLATFORM_NOTE)
     config = _CONFIG.value
+    # Every setting and the workdir are checked before any data is read or compiled.
+    validation.validate(config, _MODE.value)
     workdir = _WORKDIR.value or f"runs/{config.model.name}"
+    validation.check_workdir(workdir)
     # Keys set with --config.<key>=...: eval and predict refuse those the checkpoint fixes.
     overrides = set(config_flags.get_override_values(flags.FLAGS["config"]))
     logging.info("JAX devices: %s; workdir: %s", jax.devices(), workdir)
@@ -102,30 +108,100 @@ def main(argv) -> None:
         _run(argv)
     except UserError as e:
         # A mistake the user can fix: the message says what to do; a traceback would bury it.
-        print(f"error: {e}", file=sys.stderr)
+        for line in str(e).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        # The file system refused something (a file where a folder should be, permissions, a
+        # full disk): the user's environment to fix, named without a traceback.
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)
         sys.exit(130)
+    except KeyboardInterrupt:
+        # A second Ctrl-C or SIGTERM while a checkpoint was pending, or a first one before
+        # training started: the user asked to stop now.
+        print(
+            "interrupted: stopped at once, without saving; earlier checkpoints are kept.",
+            file=sys.stderr,
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # os._exit, not sys.exit: steps and tf.data threads may still be running, and tearing
+        # the interpreter down under them crashed it (a segmentation fault, measured).
+        os._exit(130)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's parser, with a misspelled --config.* key reported as one clear line."""
+    """absl's parser; each mistake in the flags or the config file is one clear line."""
     try:
-        return flags.FLAGS(argv)
+        remaining = flags.FLAGS(argv)
+        # A config file that failed to load raises its error on first use: make that now.
+        if getattr(_CONFIG.value, "lock", None) is None:
+            raise TypeError(
+                f"get_config() returned {type(_CONFIG.value).__name__}, not a ConfigDict"
+            )
+        return remaining
     except flags.Error as e:
-        print(f"error: {e}\nRun with --helpshort for the flags.", file=sys.stderr)
+        print(f"error: {_one_line(e)}\nRun with --helpshort for the flags.", file=sys.stderr)
     except (AttributeError, KeyError) as e:
-        # ml_collections raises these for an override of a field that does not exist.
-        overrides = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
-        hint = re.search(r'Did you mean "[^"]+" instead of "[^"]+"\?', str(e))
+        # ml_collections raises these for a field that does not exist.
+        _unknown_fields(argv, e)
+    except Exception as e:
+        # Anything else was raised by running the config file: the user's Python.
+        print(f"error: --config file: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _unknown_fields(argv: list[str], error: Exception) -> None:
+    from configs import default
+    from speechjax import validation
+
+    fields = validation.field_names(default.get_config())
+    overrides = [a.split("=")[0].removeprefix("--") for a in argv[1:]]
+    unknown = [o for o in overrides if o.startswith("config.") and o[7:] not in fields]
+    for override in unknown:
+        suggestions = validation.closest_fields(override[7:], fields)
+        hint = " or ".join(f"--config.{s}" for s in suggestions)
         print(
-            f"error: one of {', '.join(overrides)} names a config field that does not exist"
-            f"{' (' + hint.group(0) + ')' if hint else ''}. "
+            f"error: --{override} names a config field that does not exist"
+            f"{f' (did you mean {hint}?)' if hint else ''}. "
             "Every field is listed, with a comment, in configs/default.py.",
             file=sys.stderr,
         )
-    sys.exit(2)
+    if unknown:
+        return
+    key = re.search(r'Key "([^"]+)" does not exist', str(error))
+    hint = re.search(r'Did you mean "([^"]+)"', str(error))
+    if not key:  # not ml_collections' locked-config error: some other mistake in the file
+        print(f"error: --config file: {type(error).__name__}: {_one_line(error)}", file=sys.stderr)
+        return
+    print(
+        f"error: the --config file sets {key.group(1)}, which is not a field of its group"
+        f"{f' (did you mean {hint.group(1)}?)' if hint else ''}. "
+        "Every field is listed, with a comment, in configs/default.py.",
+        file=sys.stderr,
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception's message on one line. ml_collections puts a config file's traceback in
+    its message: of that, the first and last lines and the last place outside the installed
+    packages (the line of the config file) are kept."""
+    text = str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    places = [
+        place
+        for place in re.findall(r'File "([^"]+)", line (\d+)', text)
+        if "site-packages" not in place[0]
+    ]
+    if len(lines) <= 1:
+        return text
+    if not places:
+        return lines[-1]
+    return f"{lines[0]} {lines[-1]} ({places[-1][0]}, line {places[-1][1]})"
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import tensorflow as tf
 from speechjax.errors import UserError
 
 
-def _check(augment_config) -> None:
+def check_config(augment_config) -> None:
     """Raises UserError naming the first `augment.*` value out of range."""
     c = augment_config
     non_negative = {
@@ -31,10 +31,10 @@ def _check(augment_config) -> None:
         "freq_mask_width": c.freq_mask_width,
     }
     for key, value in non_negative.items():
-        if value < 0:
+        if not value >= 0:  # NaN too
             raise UserError(f"augment.{key}={value} must be >= 0.")
     for key in ("noise_prob", "reverb_prob", "band_prob"):
-        if not 0 <= c[key] <= 1:
+        if not 0 <= c[key] <= 1:  # NaN too
             raise UserError(f"augment.{key}={c[key]} must be in [0, 1].")
     if not 0 <= c.speed_change < 1:
         raise UserError(f"augment.speed_change={c.speed_change} must be in [0, 1).")
@@ -43,7 +43,7 @@ def _check(augment_config) -> None:
             f"augment.reverb_rt60_min={c.reverb_rt60_min} and reverb_rt60_max="
             f"{c.reverb_rt60_max} need 0 < min <= max (seconds)."
         )
-    if c.noise_max < c.noise_min:
+    if not c.noise_max >= c.noise_min:
         raise UserError(
             f"augment.noise_max={c.noise_max} must be >= augment.noise_min={c.noise_min}."
         )
@@ -80,7 +80,7 @@ def augment_waveform(
       [noise_min, noise_max]; silent clips stay silent.
     - Gain: uniform in +-gain_db decibels. Nothing is clipped: features are computed in float.
     """
-    _check(augment_config)
+    check_config(augment_config)
     c = augment_config
     waveform = tf.convert_to_tensor(waveform, tf.float32)
     seed = tf.cast(seed, tf.int64)
@@ -271,7 +271,7 @@ def spec_augment(spectrogram: tf.Tensor, seed: tf.Tensor, augment_config) -> tf.
 
     Apply after `features.normalize`, where zero is the training mean.
     """
-    _check(augment_config)
+    check_config(augment_config)
     spectrogram = tf.convert_to_tensor(spectrogram, tf.float32)
     time_seed, freq_seed = tf.unstack(
         tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)

@@ -75,19 +75,6 @@ def top_labels(probabilities: np.ndarray, class_names, k: int) -> list[dict]:
     ]
 
 
-def _check_settings(p: ml_collections.ConfigDict) -> None:
-    checks = [
-        ("predict.top_k", p.top_k >= 1, ">= 1"),
-        ("predict.hop_ms", p.hop_ms > 0, "> 0"),
-        ("predict.average_ms", p.average_ms >= 0, ">= 0"),
-        ("predict.threshold", 0 <= p.threshold <= 1, "in [0, 1]"),
-        ("predict.suppress_ms", p.suppress_ms >= 0, ">= 0"),
-    ]
-    for key, ok, allowed in checks:
-        if not ok:
-            raise UserError(f"{key}={p[key.split('.')[1]]} must be {allowed}.")
-
-
 def predict_files(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -97,8 +84,7 @@ def predict_files(
 ) -> dict:
     """Labels every file of `audio_specs` with the checkpoint of `workdir` (eval.step);
     writes `output` (default workdir/predictions.json) and returns its record."""
-    settings = config.predict
-    _check_settings(settings)
+    settings = config.predict  # checked by validation.validate
     paths = expand_audio_paths(audio_specs)
     classifier = Classifier.from_workdir(workdir, config.eval.step)
     meta = classifier.metadata

@@ -20,6 +20,20 @@ class RunLog:
         with open(self.path, "a") as f:
             f.write(text + "\n")
 
+    def summary(self, lines: list[str]) -> None:
+        """Appends a run's closing lines, unless the log already ends with them: rerunning a
+        finished run tests it again, and its summary stays in the log once."""
+        try:
+            with open(self.path) as f:
+                ending = f.read().splitlines()[-len(lines) :]
+        except FileNotFoundError:
+            ending = []
+        for text in lines:
+            logging.info("%s", text)
+        if ending != lines:
+            with open(self.path, "a") as f:
+                f.write("".join(text + "\n" for text in lines))
+
 
 class TensorBoard:
     def __init__(self, workdir: str):

@@ -18,12 +18,17 @@ Labels map to ids by line order of `data.classes_file` (TFDS brings its own 12 l
 Bad input (see `speechjax.audio` for the decoding side):
   missing data.dir, missing or empty split folder, a split left with no usable file,
   unreadable / duplicate / blank-line classes file, unknown layout     -> UserError (stop)
-  corrupt, empty or truncated audio file; label not in the classes file -> skipped, counted,
+  audio file that `audio.inspect` refuses (corrupt, empty, truncated, undecodable, NaN or
+      infinite samples); label not in the classes file; broken symbolic link, folder or
+      other non-file with an audio name                                  -> skipped, counted,
       and one warning per split with the counts and the first few file names
   file on validation_list.txt / testing_list.txt that does not exist    -> skipped, counted
+Every file is judged here, at listing time (on threads: non-WAV files are decoded in full),
+so that no file of a listed split can stop a run later.
 """
 
 import collections
+import concurrent.futures
 import dataclasses
 import os
 import pathlib
@@ -196,7 +201,8 @@ def load_source(
     if noise_dir is None and layout == "speech_commands" and (root / BACKGROUND_NOISE).is_dir():
         noise_dir = root / BACKGROUND_NOISE
     # Only training mixes in noise: evaluating a folder needs no noise bank.
-    noise_files = list_noise_files(noise_dir) if noise_dir and "train" in splits else []
+    train = noise_dir and "train" in splits
+    noise_files = list_noise_files(noise_dir, data.sample_rate) if train else []
     return Source(class_names, source_splits, noise_files)
 
 
@@ -208,6 +214,8 @@ def read_classes(path: str) -> list[str]:
             lines = f.read().splitlines()
     except OSError as e:
         raise UserError(f"data.classes_file={path!r} cannot be read: {e.strerror}.") from e
+    except UnicodeDecodeError as e:
+        raise UserError(f"data.classes_file={path!r} is not UTF-8 text ({e.reason}).") from e
     seen = {}
     for number, line in enumerate(lines, start=1):
         name = line.strip()
@@ -253,18 +261,17 @@ def detect_layout(root: pathlib.Path, splits: tuple[str, ...] = SPLITS) -> str:
     )
 
 
-def list_noise_files(folder: pathlib.Path) -> list[str]:
+def list_noise_files(folder: pathlib.Path, sample_rate: int) -> list[str]:
     """The usable audio files of a background-noise folder (bad ones skipped with a warning)."""
     if not folder.is_dir():
         raise UserError(f"data.noise_dir={str(folder)!r} does not exist or is not a folder.")
-    paths = sorted(str(folder / n) for n in os.listdir(folder) if audio.is_audio_file(n))
+    paths = [str(p) for p in _audio_files(folder)]
     good, skipped = [], []
-    for path in paths:
-        try:
-            audio.probe(path)
+    for path, verdict in zip(paths, _inspect_all(paths, sample_rate), strict=True):
+        if isinstance(verdict, str):
+            skipped.append(Skipped(path, verdict))
+        else:
             good.append(path)
-        except audio.BadAudio as e:
-            skipped.append(Skipped(path, str(e)))
     _warn_skipped(f"background noise ({folder})", skipped, len(paths))
     if not good:
         raise UserError(f"{folder} holds no usable background-noise audio files.")
@@ -284,9 +291,32 @@ def _split_folder(root: pathlib.Path, split: str, required: bool = True) -> path
 
 
 def _audio_files(folder: pathlib.Path) -> list[pathlib.Path]:
-    return sorted(
-        folder / e.name for e in os.scandir(folder) if e.is_file() and audio.is_audio_file(e.name)
-    )
+    """Every entry of `folder` with an audio name, whatever it is: a folder or a broken link
+    named like audio is a mistake to report (`_inspect_all` skips it), not to hide."""
+    return sorted(folder / e.name for e in os.scandir(folder) if audio.is_audio_file(e.name))
+
+
+def _inspect_all(paths: list[str], sample_rate: int) -> list[audio.AudioInfo | str]:
+    """Each path's AudioInfo, or the reason it is unusable, in order.
+
+    On threads: file reads, libsndfile and soxr release the GIL, and off the raw WAV path
+    `audio.inspect` decodes the whole file.
+    """
+    with concurrent.futures.ThreadPoolExecutor() as pool:
+        return list(pool.map(lambda path: _inspect(path, sample_rate), paths))
+
+
+def _inspect(path: str, sample_rate: int) -> audio.AudioInfo | str:
+    if os.path.islink(path) and not os.path.exists(path):
+        return f"broken symbolic link: it points to {os.readlink(path)}, which does not exist"
+    if os.path.isdir(path):
+        return "not a file: a folder with an audio file's name"
+    if os.path.exists(path) and not os.path.isfile(path):
+        return "not a file: a device, pipe or socket with an audio file's name"
+    try:
+        return audio.inspect(path, sample_rate)
+    except audio.BadAudio as e:
+        return str(e)
 
 
 def _list_files(
@@ -322,7 +352,10 @@ def _list_speech_commands(root: pathlib.Path, splits: tuple[str, ...]):
         list_file = root / name
         if not list_file.is_file():
             raise UserError(f"{list_file} is missing: a Speech Commands root needs both lists.")
-        lines = list_file.read_text(encoding="utf-8").splitlines()
+        try:
+            lines = list_file.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise UserError(f"{list_file} is not UTF-8 text ({e.reason}).") from e
         lists[split] = [pathlib.PurePosixPath(line.strip()) for line in lines if line.strip()]
     on_lists = {str(p) for paths in lists.values() for p in paths}
     label_folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
@@ -350,24 +383,29 @@ def _file_split(
     sample_rate: int,
     classes_origin: str,
 ) -> FileSplit:
-    """Probes every file, skipping (and reporting) the unusable ones and unknown labels."""
+    """Judges every file, skipping (and reporting) the unusable ones and unknown labels."""
     class_ids = {c: i for i, c in enumerate(class_names)}
+    reasons = [
+        f"label {label!r} is not in {classes_origin}"
+        if label not in class_ids
+        else None
+        if os.path.lexists(path)
+        else f"listed in {where.name} but missing"
+        for path, label in files
+    ]
+    to_inspect = [
+        str(path) for (path, _), reason in zip(files, reasons, strict=True) if reason is None
+    ]
+    verdicts = iter(_inspect_all(to_inspect, sample_rate))
     paths, labels, infos, skipped = [], [], [], []
-    for path, label in files:
-        if label not in class_ids:
-            skipped.append(Skipped(str(path), f"label {label!r} is not in {classes_origin}"))
-            continue
-        if not path.is_file():
-            skipped.append(Skipped(str(path), f"listed in {where.name} but missing"))
-            continue
-        try:
-            info = audio.probe(str(path))
-        except audio.BadAudio as e:
-            skipped.append(Skipped(str(path), str(e)))
+    for (path, label), reason in zip(files, reasons, strict=True):
+        verdict = next(verdicts) if reason is None else reason
+        if isinstance(verdict, str):
+            skipped.append(Skipped(str(path), verdict))
             continue
         paths.append(str(path))
         labels.append(class_ids[label])
-        infos.append(info)
+        infos.append(verdict)
     _warn_skipped(f"{name} split ({where})", skipped, len(files))
     if not paths:
         raise UserError(
@@ -422,5 +460,6 @@ def _tfds_source(data, splits: tuple[str, ...]) -> Source:
         ) from e
     class_names = list(builder.info.features["label"].names)
     noise_dir = pathlib.Path(os.path.expanduser(data.noise_dir)) if data.noise_dir else None
-    noise_files = list_noise_files(noise_dir) if noise_dir and "train" in splits else []
+    train = noise_dir and "train" in splits
+    noise_files = list_noise_files(noise_dir, data.sample_rate) if train else []
     return Source(class_names, listed, noise_files)

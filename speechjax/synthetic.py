@@ -100,18 +100,25 @@ def _split_of_slot(slot: int) -> str:
     return {0: "test", 1: "validation"}.get(slot, "train")
 
 
-def _settings(data_config, class_names: Sequence[str], seed: int) -> dict:
+def check_config(data_config) -> None:
+    """Raises UserError naming the first `data.*` value the synthetic set cannot be made with."""
     synthetic = data_config.synthetic
-    counts = {split: synthetic[f"{split}_per_word"] for split in SPLITS}
-    for split, count in counts.items():
-        if not isinstance(count, int) or count < 1:
+    for split in SPLITS:
+        count = synthetic[f"{split}_per_word"]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise UserError(
                 f"data.synthetic.{split}_per_word must be an integer >= 1, got {count!r}."
             )
-    if synthetic.noise_level < 0:
+    if not synthetic.noise_level >= 0:  # NaN too
         raise UserError(f"data.synthetic.noise_level must be >= 0, got {synthetic.noise_level}.")
-    if data_config.sample_rate <= 0 or data_config.clip_seconds <= 0:
+    if not (data_config.sample_rate > 0 and data_config.clip_seconds > 0):
         raise UserError("data.sample_rate and data.clip_seconds must be positive.")
+
+
+def _settings(data_config, class_names: Sequence[str], seed: int) -> dict:
+    check_config(data_config)
+    synthetic = data_config.synthetic
+    counts = {split: synthetic[f"{split}_per_word"] for split in SPLITS}
     for name in class_names:
         if not name or not name.strip() or "/" in name or name.startswith("."):
             raise UserError(

@@ -359,9 +359,12 @@ def _finish(config, workdir, session, pipeline, manager, log) -> dict:
             best_step,
         )
         reporting.write_json(workdir.results, results)
-        log.line(f"Training time: {meta['train_seconds']:.1f} s")
-        log.line(
-            f"Best val Acc: {best['val_accuracy']:.4f} (epoch {best['epoch']}, step {best_step})"
+        log.summary(
+            [
+                f"Training time: {meta['train_seconds']:.1f} s",
+                f"Best val Acc: {best['val_accuracy']:.4f} "
+                f"(epoch {best['epoch']}, step {best_step})",
+                f"Test Acc: {test.accuracy:.4f} ({test.num_examples} clips)",
+            ]
         )
-        log.line(f"Test Acc: {test.accuracy:.4f} ({test.num_examples} clips)")
     return results

@@ -20,6 +20,16 @@ def wav_bytes(samples, rate=16000, subtype="PCM_16") -> bytes:
     return buffer.getvalue()
 
 
+def corrupt_flac_bytes() -> bytes:
+    """A FLAC whose header is intact and whose frames are not: libsndfile loses sync."""
+    buffer = io.BytesIO()
+    soundfile.write(buffer, tone(1.0), 16000, format="FLAC", subtype="PCM_16")
+    data = bytearray(buffer.getvalue())
+    middle = len(data) // 2
+    data[middle : middle + 64] = b"\xff" * 64
+    return bytes(data)
+
+
 def test_mono_16k_wav_is_read_raw(tiny_wav_tree):
     samples = tone(0.5)
     root = tiny_wav_tree({"a.wav": samples})
@@ -161,3 +171,72 @@ def test_shared_clips_are_all_on_the_fast_path(shared_data):
         assert info.fast(16000)
         expected, _ = soundfile.read(path, dtype="float32")
         np.testing.assert_array_equal(audio.load(str(path), info, 16000), expected)
+
+
+def test_streaming_header_wav_is_read_to_the_end(tmp_path):
+    """ffmpeg writing to a pipe puts 0xFFFFFFFF in the 'data' size: the samples run to EOF."""
+    data = bytearray(wav_bytes(tone(0.5)))
+    size_at = data.index(b"data") + 4
+    data[size_at : size_at + 4] = b"\xff\xff\xff\xff"
+    path = tmp_path / "stream.wav"
+    path.write_bytes(bytes(data))
+    info = audio.inspect(str(path), 16000)
+    assert (info.frames, info.fast(16000)) == (8000, True)
+    expected, _ = soundfile.read(path, dtype="float32")  # libsndfile reads it too
+    np.testing.assert_array_equal(audio.load(str(path), info, 16000), expected)
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
+def test_non_finite_float_wav_is_refused_naming_the_count(tmp_path, bad_value):
+    samples = tone(0.1)
+    samples[[10, 20]] = bad_value
+    path = tmp_path / "float.wav"
+    path.write_bytes(wav_bytes(samples, subtype="FLOAT"))
+    audio.probe(str(path))  # the header is fine: only decoding finds the values
+    with pytest.raises(audio.BadAudio, match="non-finite samples: 2 of 1600 are NaN or infinite"):
+        audio.inspect(str(path), 16000)
+    with pytest.raises(UserError, match=f"{path}: non-finite samples"):
+        audio.read_audio(str(path), 16000)
+
+
+def test_flac_with_corrupt_frames_is_refused_at_inspection(tmp_path):
+    path = tmp_path / "corrupt.flac"
+    path.write_bytes(corrupt_flac_bytes())
+    assert audio.probe(str(path)).frames == 16000  # the header alone looks fine
+    with pytest.raises(audio.BadAudio, match="corrupt: the samples do not decode"):
+        audio.inspect(str(path), 16000)
+    with pytest.raises(UserError, match=f"{path}: corrupt"):
+        audio.read_audio(str(path), 16000)
+
+
+def test_inspecting_16_bit_wav_reads_only_the_header(tiny_wav_tree, monkeypatch):
+    """Listing stays cheap for the common case: int16 samples cannot be NaN or infinite."""
+    root = tiny_wav_tree({"a.wav": tone(0.5), "b.flac": tone(0.5)})
+    decoded = []
+    real_read = soundfile.read
+    monkeypatch.setattr(
+        soundfile, "read", lambda path, **kw: decoded.append(path) or real_read(path, **kw)
+    )
+    assert audio.inspect(str(root / "a.wav"), 16000).fast(16000)
+    assert decoded == []
+    assert audio.inspect(str(root / "b.flac"), 16000).frames == 8000
+    assert decoded == [str(root / "b.flac")]
+
+
+def test_implausible_sample_rate_and_block_align(tmp_path):
+    path = tmp_path / "slow.wav"
+    path.write_bytes(wav_bytes(tone(0.1, rate=16000), rate=999))
+    with pytest.raises(audio.BadAudio, match="unsupported: sample rate 999 Hz"):
+        audio.inspect(str(path), 16000)
+    # 16-bit PCM whose block align is not 2 bytes a channel: not read raw.
+    data = bytearray(wav_bytes(tone(0.1)))
+    data[32:34] = (4).to_bytes(2, "little")
+    path = tmp_path / "align.wav"
+    path.write_bytes(bytes(data))
+    assert not audio.probe(str(path)).fast(16000)
+
+
+def test_a_folder_with_an_audio_name_is_unreadable(tmp_path):
+    (tmp_path / "x.wav").mkdir()
+    with pytest.raises(audio.BadAudio, match="unreadable"):
+        audio.probe(str(tmp_path / "x.wav"))

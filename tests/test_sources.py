@@ -8,6 +8,7 @@ import pytest
 import soundfile
 import tensorflow_datasets as tfds
 from conftest import tone
+from test_audio import corrupt_flac_bytes
 
 from configs import default
 from speechjax import sources, synthetic
@@ -23,6 +24,12 @@ def wav(freq=440.0):
 def wav_bytes(samples) -> bytes:
     buffer = io.BytesIO()
     soundfile.write(buffer, samples, 16000, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def float_wav_bytes(samples) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, 16000, format="WAV", subtype="FLOAT")
     return buffer.getvalue()
 
 
@@ -166,6 +173,79 @@ def test_bad_files_are_skipped_counted_and_warned_once(tiny_wav_tree, classes, c
     assert "and 1 more" in warnings[0]  # only the first few are named
 
 
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_undecodable_files_are_skipped_at_listing_in_every_split(
+    tiny_wav_tree, classes, caplog, split
+):
+    """NaN, inf and corrupt FLAC frames used to pass listing and stop the run when read
+    (in training, after an epoch, or at the final test); now listing skips and names them."""
+    with_nan, with_inf = wav(), wav()
+    with_nan[100] = np.nan
+    with_inf[100:110] = np.inf
+    files = {f"{name}/up_good.wav": wav() for name in ("train", "val", "test")}
+    files[f"{split}/yes_nan.wav"] = float_wav_bytes(with_nan)
+    files[f"{split}/yes_inf.wav"] = float_wav_bytes(with_inf)
+    files[f"{split}/no_corrupt.flac"] = corrupt_flac_bytes()
+    root = tiny_wav_tree(files)
+    with caplog.at_level(logging.WARNING):
+        source = sources.load_source(config_for(root, classes))
+    name = {"val": "validation"}.get(split, split)
+    reasons = {s.path.rsplit("/", 1)[1]: s.reason for s in source.splits[name].skipped}
+    assert reasons == {
+        "yes_nan.wav": "non-finite samples: 1 of 4000 are NaN or infinite",
+        "yes_inf.wav": "non-finite samples: 10 of 4000 are NaN or infinite",
+        "no_corrupt.flac": reasons["no_corrupt.flac"],
+    }
+    assert reasons["no_corrupt.flac"].startswith("corrupt: the samples do not decode")
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"{name} split" in warning and "skipped 3 of 4 files" in warning
+    assert "2 non-finite samples, 1 corrupt" in warning
+    for bad in ("yes_nan.wav", "yes_inf.wav", "no_corrupt.flac"):
+        assert str(root / split / bad) in warning
+    for listed in source.splits.values():  # what is listed reads, and reads finite
+        assert all(np.isfinite(listed.load(i)).all() for i in range(listed.num_examples))
+
+
+@pytest.mark.parametrize("layout", ["flat", "split_label"])
+def test_broken_links_and_folders_named_like_audio_are_counted(
+    tiny_wav_tree, classes, caplog, layout
+):
+    prefix = "yes_" if layout == "flat" else "yes/"
+    root = tiny_wav_tree(
+        {
+            f"train/{prefix}1.wav": wav(),
+            f"val/{prefix}1.wav": wav(),
+            f"test/{prefix}1.wav": wav(),
+        }
+    )
+    (root / f"train/{prefix}folder.wav").mkdir()
+    (root / f"train/{prefix}link.wav").symlink_to(root / "nowhere.wav")
+    (root / f"train/{prefix}good_link.wav").symlink_to(root / f"train/{prefix}1.wav")
+    with caplog.at_level(logging.WARNING):
+        source = sources.load_source(config_for(root, classes, layout=layout))
+    train = source.splits["train"]
+    assert train.num_examples == 2  # the file and the working link to it
+    assert {s.path: s.reason for s in train.skipped} == {
+        str(root / f"train/{prefix}folder.wav"): "not a file: a folder with an audio file's name",
+        str(root / f"train/{prefix}link.wav"): (
+            f"broken symbolic link: it points to {root / 'nowhere.wav'}, which does not exist"
+        ),
+    }
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "skipped 2 of 4 files" in warning and "folder.wav" in warning and "link.wav" in warning
+
+
+def test_noise_files_with_non_finite_samples_are_skipped(tiny_wav_tree, classes, caplog):
+    root = tiny_wav_tree({"train/yes_1.wav": wav(), "val/up_1.wav": wav(), "test/up_1.wav": wav()})
+    bad = tone(1.0)
+    bad[5] = np.nan
+    noise = tiny_wav_tree({"hum.wav": tone(1.0, freq=50), "nan.wav": float_wav_bytes(bad)})
+    with caplog.at_level(logging.WARNING):
+        source = sources.load_source(config_for(root, classes, noise_dir=str(noise)))
+    assert source.noise_files == [str(noise / "hum.wav")]
+    assert f"{noise / 'nan.wav'}: non-finite samples" in caplog.text
+
+
 def test_split_with_only_bad_files_stops(tiny_wav_tree, classes):
     root = tiny_wav_tree(
         {
@@ -211,6 +291,9 @@ def test_classes_file_errors(tmp_path):
     assert sources.read_classes(str(path)) == ["yes", "no"]
     with pytest.raises(UserError, match="cannot be read"):
         sources.read_classes(str(tmp_path / "missing.txt"))
+    path.write_bytes(b"yes\n\xff\xfe\n")
+    with pytest.raises(UserError, match="is not UTF-8 text"):
+        sources.read_classes(str(path))
 
 
 def test_noise_dir_and_unknown_source(tiny_wav_tree, classes, tmp_path):

@@ -67,6 +67,19 @@ def test_resume_after_finished_epoch_continues_to_more_epochs(workspace, uninter
     )
 
 
+def test_rerunning_a_finished_run_does_not_repeat_its_summary(workspace, tmp_path):
+    config = tiny_config.get_config(workspace)
+    with config.unlocked():
+        config.train.epochs = 1
+    workdir = tmp_path / "finished"
+    first = train.train_and_evaluate(config, str(workdir))
+    log = (workdir / "log.txt").read_text()
+    assert log.count("Test Acc:") == 1
+    again = train.train_and_evaluate(config, str(workdir))  # nothing to train: tests again
+    assert again["test_accuracy"] == first["test_accuracy"]
+    assert (workdir / "log.txt").read_text() == log
+
+
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(workspace, tmp_path):
     config = tiny_config.get_config(workspace)
     workdir = str(tmp_path / "nan")

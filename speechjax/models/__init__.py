@@ -1,5 +1,5 @@
 """The five CNNs (AlexNet, ResNet18/34/50, ResNet-32, DenseNet121) as Flax NNX modules."""
 
-from speechjax.models.registry import MODEL_NAMES, create_model, set_training
+from speechjax.models.registry import MODEL_NAMES, check_config, create_model, set_training
 
-__all__ = ["MODEL_NAMES", "create_model", "set_training"]
+__all__ = ["MODEL_NAMES", "check_config", "create_model", "set_training"]

@@ -20,20 +20,29 @@ def _imagenet_resnet(name):
     return build
 
 
-def _resnet32(cfg, in_channels, num_classes, **kw):
-    widths = tuple(int(w) for w in cfg.widths)
+def _check_resnet32(cfg) -> None:
+    widths = tuple(cfg.widths)
     if cfg.shortcut not in ("A", "B"):
         raise UserError(f'model.shortcut must be "A" or "B", got {cfg.shortcut!r}.')
-    if not widths or int(cfg.blocks_per_stage) < 1:
+    if not widths or any(not _is_int(w) or w < 1 for w in widths):
         raise UserError(
-            "model.widths needs at least one stage width and model.blocks_per_stage must be >= 1; "
-            f"got widths={widths}, blocks_per_stage={cfg.blocks_per_stage}."
+            f"model.widths={widths!r} must be one or more positive integers (filters per stage)."
         )
+    if not _is_int(cfg.blocks_per_stage) or cfg.blocks_per_stage < 1:
+        raise UserError(f"model.blocks_per_stage={cfg.blocks_per_stage!r} must be an integer >= 1.")
     if cfg.shortcut == "A" and list(widths) != sorted(widths):
         raise UserError(
             f"model.shortcut='A' pads channels with zeros, so model.widths must not decrease; "
             f'got {widths}. Use model.shortcut="B" (projection) for other widths.'
         )
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _resnet32(cfg, in_channels, num_classes, **kw):
+    widths = tuple(int(w) for w in cfg.widths)
     return resnet.cifar_resnet(
         in_channels,
         num_classes,
@@ -48,17 +57,49 @@ def _densenet121(cfg, in_channels, num_classes, **kw):
     return densenet.DenseNet(in_channels, num_classes, **kw)
 
 
-# name -> (constructor, the (kernel, stride, padding) layers that shrink the input). The
-# ResNets pad every strided layer, so any input of at least 1 x 1 survives them.
-_REGISTRY: dict[str, tuple[Callable[..., nnx.Module], layers.SizeOps]] = {
-    "alexnet": (_alexnet, alexnet.SIZE_OPS),
-    "resnet18": (_imagenet_resnet("resnet18"), ()),
-    "resnet34": (_imagenet_resnet("resnet34"), ()),
-    "resnet50": (_imagenet_resnet("resnet50"), ()),
-    "resnet32": (_resnet32, ()),
-    "densenet121": (_densenet121, densenet.SIZE_OPS),
+def _no_options(cfg) -> None:
+    """The torchvision layouts take no model.* options beyond name, dropout and dtype."""
+
+
+# name -> (constructor, checks of its own model.* options, the (kernel, stride, padding)
+# layers that shrink the input). The ResNets pad every strided layer, so any input of at
+# least 1 x 1 survives them.
+_REGISTRY: dict[
+    str,
+    tuple[Callable[..., nnx.Module], Callable[[ml_collections.ConfigDict], None], layers.SizeOps],
+] = {
+    "alexnet": (_alexnet, _no_options, alexnet.SIZE_OPS),
+    "resnet18": (_imagenet_resnet("resnet18"), _no_options, ()),
+    "resnet34": (_imagenet_resnet("resnet34"), _no_options, ()),
+    "resnet50": (_imagenet_resnet("resnet50"), _no_options, ()),
+    "resnet32": (_resnet32, _check_resnet32, ()),
+    "densenet121": (_densenet121, _no_options, densenet.SIZE_OPS),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def check_config(
+    model_config: ml_collections.ConfigDict, input_shape: tuple[int, int, int] | None
+) -> None:
+    """Raises UserError, naming the key, for `model.*` settings `create_model` would refuse
+    on inputs of `input_shape` (too small an input included; None: the settings alone);
+    builds nothing."""
+    name = model_config.name
+    if name not in _REGISTRY:
+        raise UserError(f"Unknown model.name {name!r}; choose one of: {', '.join(MODEL_NAMES)}.")
+    if input_shape is not None and (len(input_shape) != 3 or min(input_shape) < 1):
+        raise UserError(
+            f"input_shape must be (time_frames, freq_bins, channels) of one example, "
+            f"got {tuple(input_shape)}."
+        )
+    dropout = model_config.dropout
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        raise UserError(f"model.dropout must be in [0, 1), got {dropout!r}.")
+    layers.compute_dtype(model_config.dtype)
+    _, check_options, size_ops = _REGISTRY[name]
+    check_options(model_config)
+    if input_shape is not None:
+        layers.check_input_size(name, input_shape, size_ops)
 
 
 def create_model(
@@ -73,18 +114,8 @@ def create_model(
     training mode (dropout on, BatchNorm statistics updated); see `set_training`. Its dropout
     draws from the `dropout` stream of `rngs`, parameters from `params`.
     """
-    name = model_config.name
-    if name not in _REGISTRY:
-        raise UserError(f"Unknown model.name {name!r}; choose one of: {', '.join(MODEL_NAMES)}.")
-    if len(input_shape) != 3 or min(input_shape) < 1:
-        raise UserError(
-            f"input_shape must be (time_frames, freq_bins, channels) of one example, "
-            f"got {tuple(input_shape)}."
-        )
-    if not 0.0 <= model_config.dropout < 1.0:
-        raise UserError(f"model.dropout must be in [0, 1), got {model_config.dropout}.")
-    build, size_ops = _REGISTRY[name]
-    layers.check_input_size(name, input_shape, size_ops)
+    check_config(model_config, input_shape)
+    build, _, _ = _REGISTRY[model_config.name]
     return build(
         model_config,
         int(input_shape[2]),
