@@ -19,10 +19,13 @@ kernel now and then; the timing itself is alone on the device.
 """
 
 import argparse
+import fnmatch
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -63,17 +66,63 @@ def append_jsonl(path: Path | None, record: dict) -> None:
             f.write(json.dumps(record) + "\n")
 
 
+def run_key(model: str, shape_or_input, batch: int, dtype: str) -> str:
+    """model-input-batch-dtype, e.g. resnet18-224x224x3-256-bfloat16."""
+    text = shape_or_input if isinstance(shape_or_input, str) else "x".join(map(str, shape_or_input))
+    return f"{model}-{text}-{batch}-{dtype}"
+
+
 def train_runs(args) -> list[tuple[str, str, tuple[int, int, int], int, str]]:
     """(config, model, shape, batch, dtype) of every train-step run, in the order timed."""
     runs = model_inputs()
     if args.models:
         runs = [r for r in runs if r[1] in args.models.split(",")]
-    return [
+    runs = [
         (config_name, model_name, shape, int(batch), dtype)
         for config_name, model_name, shape in runs
         for batch in args.batches.split(",")
         for dtype in args.dtypes.split(",")
     ]
+    if args.select:
+        patterns = args.select.split(",")
+        runs = [r for r in runs if any(fnmatch.fnmatch(run_key(*r[1:]), p) for p in patterns)]
+    return runs
+
+
+def count_flops_worker(args, path: Path) -> None:
+    """Appends {"key", "flops"} per train run to `path` (run with JAX_PLATFORMS=cpu)."""
+    for _config, model_name, shape, batch, dtype in train_runs(args):
+        try:
+            flops = bench.count_flops(model_name, shape, batch, dtype, NUM_CLASSES)
+        except Exception as e:
+            print(f"[flops] {run_key(model_name, shape, batch, dtype)}: {e!r}", flush=True)
+            continue
+        append_jsonl(path, {"key": run_key(model_name, shape, batch, dtype), "flops": flops})
+
+
+def start_flops_counter(args, path: Path):
+    """count_flops_worker in a CPU-only subprocess, beside the GPU work."""
+    argv = [sys.executable, __file__, "--count-flops", str(path), "--models", args.models]
+    argv += ["--dtypes", args.dtypes, "--batches", args.batches, "--select", args.select]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    return subprocess.Popen(argv, env=env)
+
+
+FLOPS_SOURCE = "XLA cost analysis of the step before optimisation, counted on the CPU"
+
+
+def add_counted_flops(results: list[dict], path: Path) -> None:
+    """Sets FLOPs, FLOP/s and MFU in the measured results from count_flops_worker's file."""
+    flops = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            flops[record["key"]] = record["flops"]
+    for r in results:
+        key = run_key(r["model"], r["input"], r["batch"], r["dtype"])
+        if "seconds_per_step" in r and key in flops:
+            bench.add_utilisation(r, flops[key], FLOPS_SOURCE)
 
 
 # Rough relative compile cost, to hand the slowest compilations out first.
@@ -111,16 +160,13 @@ def compile_worker(args, deadline: float) -> None:
 
 def compile_in_parallel(args, seconds: float) -> None:
     """Runs `--compile-workers` compile_worker processes for at most `seconds`."""
-    import subprocess
-    import tempfile
-
     if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         print("no JAX_COMPILATION_CACHE_DIR: no parallel compilation", flush=True)
         return
     claims = tempfile.mkdtemp(prefix="gpu_check_claims_")
     argv = [sys.executable, __file__, "--compile-only", "--claims", claims]
     argv += ["--deadline", str(seconds), "--models", args.models, "--dtypes", args.dtypes]
-    argv += ["--batches", args.batches]
+    argv += ["--batches", args.batches, "--select", args.select]
     start = time.monotonic()
     workers = [subprocess.Popen(argv) for _ in range(args.compile_workers)]
     for worker in workers:
@@ -342,6 +388,28 @@ def summary(train: list[dict], infer: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def recount(path: Path, out: Path | None) -> None:
+    """FLOPs, FLOP/s and MFU for train-step records measured elsewhere (a GPU run whose
+    FLOPs could not be counted there), counted here with count_flops."""
+    results = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in results:
+        if "seconds_per_step" not in r:
+            continue
+        if r.get("flops_source") == "compiled":  # an older record: the GPU's own count
+            r["flops_compiled"] = r.get("flops")
+        shape = tuple(int(v) for v in r["input"].split("x"))
+        flops = bench.count_flops(r["model"], shape, r["batch"], r["dtype"], NUM_CLASSES)
+        bench.add_utilisation(r, flops, FLOPS_SOURCE)
+        print(f"{run_key(r['model'], r['input'], r['batch'], r['dtype'])}:", flush=True)
+        print(bench.describe_flops(r), flush=True)
+    table = summary(results, [])
+    print(f"\n{table}", flush=True)
+    if out:
+        with open(out / "train_steps.jsonl", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in results)
+        (out / "summary.md").write_text(table + "\n")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="", help="folder for the JSONL records and summary")
@@ -373,6 +441,17 @@ def parse_args(argv=None):
         "--compile-share", type=float, default=0.45, help="fraction of the deadline for that"
     )
     parser.add_argument("--compile-grace", type=float, default=20.0, help="seconds past it")
+    parser.add_argument(
+        "--select",
+        default="",
+        help="comma-separated patterns of model-input-batch-dtype, e.g. 'resnet50-*,*-256-*'",
+    )
+    parser.add_argument(
+        "--recount",
+        default="",
+        help="a train_steps.jsonl measured elsewhere: count its FLOPs here, print the table",
+    )
+    parser.add_argument("--count-flops", default="", help=argparse.SUPPRESS)
     parser.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--claims", default="", help=argparse.SUPPRESS)
     parser.add_argument("--smoke", action="store_true", help="tiny runs to test this script")
@@ -391,9 +470,17 @@ def main():
     if args.compile_only:
         compile_worker(args, start + args.deadline)
         return
+    if args.count_flops:
+        count_flops_worker(args, Path(args.count_flops))
+        return
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
+    if args.recount:
+        recount(Path(args.recount), out)
+        return
+    flops_path = Path(tempfile.mkdtemp(prefix="gpu_check_flops_")) / "flops.jsonl"
+    counter = start_flops_counter(args, flops_path)
     if args.compile_workers > 0:
         compile_in_parallel(args, args.deadline * args.compile_share)
     import jax
@@ -402,6 +489,20 @@ def main():
     print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
     share = 0.0 if args.no_inference else args.inference_share
     train = train_sweep(args, out, start + args.deadline * (1 - share))
+    try:
+        counter.wait(timeout=max(5.0, start + args.deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        print("[flops] counting did not finish in time: stopped", flush=True)
+        counter.kill()
+        counter.wait()
+    add_counted_flops(train, flops_path)
+    for r in train:
+        if "flops" in r and "examples_per_s" in r:
+            print(f"{run_key(r['model'], r['input'], r['batch'], r['dtype'])}:", flush=True)
+            print(bench.describe_flops(r), flush=True)
+    if out:  # the records again, now with their FLOPs and MFU
+        with open(out / "train_steps.jsonl", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in train)
     infer = [] if args.no_inference else inference_sweep(args, out, start + args.deadline)
     table = summary(train, infer)
     print(f"\n{table}\n\n(total {time.monotonic() - start:.0f} s)", flush=True)

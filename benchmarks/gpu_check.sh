@@ -13,7 +13,8 @@
 # ("On a GPU") says what was measured with this and what cannot run without TensorFlow.
 # Environment: JAX_SECONDS (default 330) for the JAX part, TORCH_SECONDS (45) for PyTorch,
 # COMPILE_WORKERS (5) processes compiling into JAX's persistent cache first, and
-# GPU_CHECK_ARGS, extra arguments to gpu_check.py (--smoke: tiny runs, to test this script).
+# GPU_CHECK_ARGS, extra arguments to gpu_check.py (--smoke: tiny runs, to test this script;
+# --select PATTERNS: some runs only), TORCH_ARGS, extra arguments to torch_resnet.py.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}
@@ -105,8 +106,10 @@ timeout $((JAX_SECONDS + 90)) "$PY" benchmarks/gpu_check.py --out "$OUT" \
 
 stamp "PyTorch eager ResNet18 (budget ${TORCH_SECONDS} s)"
 if "$PY" -c "import torch, torchvision" 2>/dev/null; then
+  # shellcheck disable=SC2086  # TORCH_ARGS is a list of words
   timeout $((TORCH_SECONDS + 60)) "$PY" benchmarks/torch_resnet.py --deadline "$TORCH_SECONDS" \
-    --min-time 0.3 --out "$OUT/torch_steps.jsonl" --jax-results "$OUT/train_steps.jsonl" ||
+    --min-time 0.3 --out "$OUT/torch_steps.jsonl" --jax-results "$OUT/train_steps.jsonl" \
+    ${TORCH_ARGS:-} ||
     echo "torch_resnet.py ended with status $?"
 else
   echo "torch/torchvision not importable: PyTorch baseline skipped"

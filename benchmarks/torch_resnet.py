@@ -94,7 +94,7 @@ def measure(shape, batch, dtype, layout, device, min_time, repeats) -> dict:
         "examples_per_s": batch / seconds,
         "timed_steps": steps,
         "repeats": repeats,
-        "loss": float(loss),
+        "loss": float(loss.detach()),
     }
 
 
