@@ -109,7 +109,7 @@ def start_flops_counter(args, path: Path):
     return subprocess.Popen(argv, env=env)
 
 
-FLOPS_SOURCE = "XLA cost analysis of the step before optimisation, counted on the CPU"
+FLOPS_SOURCE = bench.FLOPS_ON_CPU
 
 
 def add_counted_flops(results: list[dict], path: Path) -> None:

@@ -6,9 +6,11 @@ state donated, on a fixed random batch. XLA reads XLA_FLAGS once per process, so
 `--compare-ynn` reruns this script with and without
 `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`.
 
-`--flops` adds the step's floating-point operations as XLA's cost analysis of the compiled
-step counts them, the achieved FLOP/s and, on a GPU whose peak is known (PEAK_TFLOPS), the
-model FLOP utilisation (MFU): achieved FLOP/s over the peak of the precision the step runs
+`--flops` adds the step's floating-point operations as XLA's cost analysis of the step
+before optimisation counts them (in a CPU-only process when the step runs on a GPU: the
+CUDA plugin's analysis of the compiled step leaves out the cuDNN convolutions), the
+achieved FLOP/s and, on a GPU whose peak is known (PEAK_TFLOPS), the model FLOP
+utilisation (MFU): achieved FLOP/s over the peak of the precision the step runs
 in (bfloat16: dense bf16 tensor cores; float32: TF32 tensor cores, which XLA uses for
 float32 convolutions and matmuls on NVIDIA GPUs at JAX's default precision).
 
@@ -25,6 +27,8 @@ import time
 from pathlib import Path
 
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+FLOPS = "XLA cost analysis of the step before optimisation"
+FLOPS_ON_CPU = f"{FLOPS}, counted on the CPU"
 
 # Dense (no sparsity) datasheet peaks in TFLOP/s, by a substring of jax's device_kind:
 # (bfloat16 tensor cores, TF32 tensor cores). First match wins, so PCIe/NVL come first.
@@ -61,7 +65,19 @@ def parse_args(argv=None):
     parser.add_argument(
         "--compare-ynn", action="store_true", help=f"run without and with {YNN_FLAG}"
     )
+    parser.add_argument("--count-flops-only", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def count_flops_on_cpu(args) -> float | None:
+    """count_flops in a fresh process pinned to the CPU (for a GPU run's MFU)."""
+    argv = [sys.executable, __file__, "--count-flops-only", "--model", args.model]
+    argv += ["--input-shape", args.input_shape, "--batch-size", str(args.batch_size)]
+    argv += ["--dtype", args.dtype, "--num-classes", str(args.num_classes)]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+    value = done.stdout.strip().splitlines()[-1]
+    return None if value == "None" else float(value)
 
 
 def compare_ynn(argv):
@@ -264,9 +280,7 @@ def measure(
     if result["platform"] == "cpu":
         try:
             add_utilisation(
-                result,
-                count_flops(model_name, shape, batch_size, dtype, num_classes),
-                "XLA cost analysis of the step before optimisation",
+                result, count_flops(model_name, shape, batch_size, dtype, num_classes), FLOPS
             )
         except Exception as e:
             result["flops_error"] = f"{type(e).__name__}: {e}"
@@ -314,12 +328,25 @@ def benchmark(args):
     )
     print(f"{describe(result)} XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
     if args.flops:
+        if result["platform"] != "cpu":
+            add_utilisation(result, count_flops_on_cpu(args), FLOPS_ON_CPU)
         print(describe_flops(result), flush=True)
 
 
 if __name__ == "__main__":
     arguments = parse_args()
-    if arguments.compare_ynn:
+    if arguments.count_flops_only:
+        shape_ = tuple(int(v) for v in arguments.input_shape.split(","))
+        print(
+            count_flops(
+                arguments.model,
+                shape_,
+                arguments.batch_size,
+                arguments.dtype,
+                arguments.num_classes,
+            )
+        )
+    elif arguments.compare_ynn:
         compare_ynn(sys.argv[1:])
     else:
         benchmark(arguments)
