@@ -27,7 +27,12 @@ def get_config() -> ml_collections.ConfigDict:
     # Folder of background-noise WAVs mixed in during training ("" = none;
     # the speech_commands layout uses its own _background_noise_ folder when this is "").
     data.noise_dir = ""
-    # Where the synthetic dataset is written once and reused.
+    # A classes file listing _unknown_ / _silence_ (configs/classes_12.txt: the 12-class
+    # task) adds clips of the other words and one-clip windows of background noise, each
+    # this fraction of the split's known-word clips.
+    data.unknown_fraction = 0.1
+    data.silence_fraction = 0.1
+    # Where the synthetic dataset (and the silence clips) are written once and reused.
     data.cache_dir = "~/.cache/speechjax"
     # Sample rate every clip is resampled to, and clip length in seconds.
     data.sample_rate = 16000

@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from speechjax import audio, synthetic
+from speechjax import audio, kws_task, synthetic
 from speechjax.errors import UserError
 
 SPLITS = ("train", "validation", "test")
@@ -193,17 +193,36 @@ def load_source(
                 f"data.layout={data.layout!r} is unknown; use auto or one of {', '.join(LAYOUTS)}."
             )
     listed = _list_files(root, layout, splits)
+    noise_dir = pathlib.Path(os.path.expanduser(data.noise_dir)) if data.noise_dir else None
+    if noise_dir is None and layout == "speech_commands" and (root / BACKGROUND_NOISE).is_dir():
+        noise_dir = root / BACKGROUND_NOISE
+    if kws_task.wants_task(class_names):
+        listed = _with_unknown_and_silence(listed, class_names, data, noise_dir, config.seed)
     source_splits = {
         name: _file_split(name, where, files, class_names, data.sample_rate, classes_origin)
         for name, (where, files) in listed.items()
     }
-    noise_dir = pathlib.Path(os.path.expanduser(data.noise_dir)) if data.noise_dir else None
-    if noise_dir is None and layout == "speech_commands" and (root / BACKGROUND_NOISE).is_dir():
-        noise_dir = root / BACKGROUND_NOISE
     # Only training mixes in noise: evaluating a folder needs no noise bank.
     train = noise_dir and "train" in splits
     noise_files = list_noise_files(noise_dir, data.sample_rate) if train else []
     return Source(class_names, source_splits, noise_files)
+
+
+def _with_unknown_and_silence(listed, class_names, data, noise_dir, seed):
+    """The 12-class task's extra labels (see `speechjax.kws_task`) added to each split."""
+    clip_samples = round(data.clip_seconds * data.sample_rate)
+    noise_files = list_noise_files(noise_dir, data.sample_rate) if noise_dir else []
+    result = {}
+    for split, (where, files) in listed.items():
+        files = kws_task.relabel_unknown(files, class_names, data.unknown_fraction, seed, split)
+        if kws_task.SILENCE in class_names:
+            known = sum(label not in (kws_task.UNKNOWN, kws_task.SILENCE) for _, label in files)
+            count = int(np.ceil(data.silence_fraction * known))
+            files = files + kws_task.silence_clips(
+                noise_files, split, count, clip_samples, data.sample_rate, data.cache_dir, seed
+            )
+        result[split] = (where, files)
+    return result
 
 
 def read_classes(path: str) -> list[str]:

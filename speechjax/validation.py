@@ -156,6 +156,8 @@ def _field_rules(min_sample_rate: int) -> dict[str, _Rule]:
         "data.clip_seconds": _number(above=0),
         "data.shuffle_buffer": _integer(0),
         "data.cache_mb": _integer(0),
+        "data.unknown_fraction": _number(at_least=0),
+        "data.silence_fraction": _number(at_least=0),
         "data.synthetic.train_per_word": _integer(1),
         "data.synthetic.validation_per_word": _integer(1),
         "data.synthetic.test_per_word": _integer(1),
