@@ -326,3 +326,40 @@ def test_bfloat16_logits_match_float32_on_the_same_weights():
         assert y16.dtype == jnp.float32
         scale = float(jnp.max(y32) - jnp.min(y32))
         np.testing.assert_allclose(y16, y32, atol=0.05 * scale, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "kernel, strides, dilation, padding",
+    [((1, 3), (1, 2), (1, 1), ((0, 0), (1, 1))), ((3, 1), (1, 1), (4, 1), ((4, 4), (0, 0))),
+     ((5, 5), (1, 1), (1, 1), ((2, 2), (0, 0)))],
+)  # fmt: skip
+def test_depthwise_convolution_as_slices_matches_lax(kernel, strides, dilation, padding):
+    """BC-ResNet's depthwise convolutions (frequency 3-tap with stride 2, dilated time 3-tap,
+    the head's 5x5 over a 5-bin map) as slices equal lax's grouped convolution, forward and
+    back."""
+    x = jax.random.normal(jax.random.key(0), (2, 9, 10, 4))
+    k = jax.random.normal(jax.random.key(1), (*kernel, 1, 4))
+    dims = jax.lax.conv_dimension_numbers(x.shape, k.shape, ("NHWC", "HWIO", "NHWC"))
+    kwargs = {"rhs_dilation": dilation, "dimension_numbers": dims, "feature_group_count": 4}
+
+    @jax.jit
+    def both(x, k):
+        results = []
+        for conv in (layers.conv_general_dilated, jax.lax.conv_general_dilated):
+
+            def f(x, k, conv=conv):
+                y = conv(x, k, strides, padding, **kwargs)
+                return jnp.sum(y * jnp.cos(y)), y
+
+            (_, y), grads = jax.value_and_grad(f, (0, 1), has_aux=True)(x, k)
+            results.append((y, *grads))
+        return results
+
+    ours, reference = both(x, k)
+    assert ours[0].shape == reference[0].shape
+    for a, b in zip(ours, reference, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    jaxpr = jax.make_jaxpr(
+        lambda x, k: layers.conv_general_dilated(x, k, strides, padding, **kwargs)
+    )
+    assert all(e.primitive.name != "conv_general_dilated" for e in iter_eqns(jaxpr(x, k).jaxpr))
