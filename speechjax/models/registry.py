@@ -6,7 +6,7 @@ import ml_collections
 from flax import nnx
 
 from speechjax.errors import UserError
-from speechjax.models import alexnet, densenet, layers, resnet
+from speechjax.models import alexnet, bcresnet, densenet, layers, resnet
 
 
 def _alexnet(cfg, in_channels, num_classes, **kw):
@@ -48,15 +48,37 @@ def _densenet121(cfg, in_channels, num_classes, **kw):
     return densenet.DenseNet(in_channels, num_classes, **kw)
 
 
+def _bcresnet(cfg, in_channels, num_classes, **kw):
+    width_factor, sub_bands = float(cfg.width_factor), int(cfg.sub_bands)
+    if int(bcresnet.BASE_CHANNELS * width_factor) < 1:
+        raise UserError(
+            f"model.width_factor must be at least {1 / bcresnet.BASE_CHANNELS} (BC-ResNet-tau has "
+            f"int({bcresnet.BASE_CHANNELS} tau) base channels), got {cfg.width_factor}."
+        )
+    if sub_bands < 1 or sub_bands != cfg.sub_bands:
+        raise UserError(f"model.sub_bands must be an integer >= 1, got {cfg.sub_bands!r}.")
+    if not 0.0 <= cfg.spatial_dropout < 1.0:
+        raise UserError(f"model.spatial_dropout must be in [0, 1), got {cfg.spatial_dropout}.")
+    return bcresnet.BCResNet(
+        in_channels,
+        num_classes,
+        width_factor=width_factor,
+        sub_bands=sub_bands,
+        spatial_dropout=float(cfg.spatial_dropout),
+        **kw,
+    )
+
+
 # name -> (constructor, the (kernel, stride, padding) layers that shrink the input). The
 # ResNets pad every strided layer, so any input of at least 1 x 1 survives them.
-_REGISTRY: dict[str, tuple[Callable[..., nnx.Module], layers.SizeOps]] = {
+_REGISTRY: dict[str, tuple[Callable[..., nnx.Module], layers.SizeOps | layers.AxisSizeOps]] = {
     "alexnet": (_alexnet, alexnet.SIZE_OPS),
     "resnet18": (_imagenet_resnet("resnet18"), ()),
     "resnet34": (_imagenet_resnet("resnet34"), ()),
     "resnet50": (_imagenet_resnet("resnet50"), ()),
     "resnet32": (_resnet32, ()),
     "densenet121": (_densenet121, densenet.SIZE_OPS),
+    "bcresnet": (_bcresnet, bcresnet.SIZE_OPS),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
