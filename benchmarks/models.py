@@ -27,6 +27,13 @@ def parse_args():
     parser.add_argument("--num-classes", type=int, default=35)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument(
+        "--model-field",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="set a model config field, e.g. width_factor=1 (repeatable)",
+    )
+    parser.add_argument(
         "--compare-ynn", action="store_true", help=f"run without and with {YNN_FLAG}"
     )
     return parser.parse_args()
@@ -55,6 +62,9 @@ def benchmark(args):
     config = default.get_config().model
     config.unlock()
     config.name, config.dtype = args.model, args.dtype
+    for item in args.model_field:
+        field, value = item.split("=", 1)
+        config[field] = type(config[field])(value)
     model = create_model(config, args.num_classes, shape, nnx.Rngs(params=0, dropout=1))
     optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
 
@@ -84,7 +94,7 @@ def benchmark(args):
     jax.block_until_ready(loss)
     elapsed = time.perf_counter() - start
     print(
-        f"{args.model} {shape} batch {args.batch_size} {args.dtype} "
+        f"{args.model} {' '.join(args.model_field)} {shape} batch {args.batch_size} {args.dtype} "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}: "
         f"{args.batch_size * args.steps / elapsed:.1f} examples/s "
         f"({elapsed / args.steps * 1000:.0f} ms/step, first step {compile_s:.1f} s, "
