@@ -20,10 +20,10 @@ Layout (the authors' code, channels for base = 8 tau):
              halve the frequency; temporal dilation 1, 2, 4, 8
     head:    depthwise 5x5 (time padded, frequency not) -> 1x1 convolution to 4 base
              channels -> BN -> ReLU -> global average pool -> Dropout(model.dropout) -> Dense
-With 40 mel bands the frequency axis goes 40 -> 20 -> 20 -> 10 -> 5 -> 1; time is never
-shrunk. The paper's classifier is a 1x1 convolution with bias after the pool, the same
-parameters as the Dense layer here; the dropout before it is this codebase's (the paper has
-none there).
+With 40 mel bands the frequency axis goes 40 -> 20 (stem) -> 20, 10, 5, 5 (stages) -> 1
+(head); time is never shrunk. The paper's classifier is a 1x1 convolution with bias after
+the pool, the same parameters as the Dense layer here; the dropout before it is this
+codebase's (the paper has none there).
 """
 
 from collections.abc import Sequence
