@@ -102,7 +102,7 @@ def get_config() -> ml_collections.ConfigDict:
     augment.mixup_alpha = 0.0
 
     config.model = model = ml_collections.ConfigDict()
-    # alexnet | resnet18 | resnet34 | resnet50 | resnet32 | densenet121
+    # alexnet | resnet18 | resnet34 | resnet50 | resnet32 | densenet121 | bcresnet
     model.name = "resnet32"
     # Dropout before the final Dense layer (the original: 0.1).
     model.dropout = 0.1
@@ -113,6 +113,12 @@ def get_config() -> ml_collections.ConfigDict:
     model.blocks_per_stage = 5
     model.widths = (16, 32, 64)
     model.shortcut = "A"
+    # bcresnet only: width factor tau of BC-ResNet-tau (the paper's 1, 1.5, 2, 3, 6, 8; int(8 tau)
+    # base channels), SubSpectralNorm's frequency sub-bands per block (the paper's 5; 1 = plain
+    # BatchNorm) and the spatial dropout (whole channels) in every block (the paper's 0.1).
+    model.width_factor = 8.0
+    model.sub_bands = 5
+    model.spatial_dropout = 0.1
 
     config.train = train = ml_collections.ConfigDict()
     # Examples per step (global, over all devices).

@@ -194,6 +194,9 @@ def _field_rules(min_sample_rate: int) -> dict[str, _Rule]:
         "model.blocks_per_stage": _integer(),
         "model.widths": _INTEGERS,
         "model.shortcut": _TEXT,
+        "model.width_factor": _number(above=0),
+        "model.sub_bands": _integer(),
+        "model.spatial_dropout": _number(),
         "train.batch_size": _integer(1),
         "train.epochs": _Rule(
             "an integer >= 1 (to test a trained run without training it, use --mode eval)",

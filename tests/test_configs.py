@@ -50,6 +50,7 @@ def test_every_config_file_is_found():
         "resnet34",
         "resnet50",
         "densenet121",
+        "bcresnet",
     } <= names
 
 

@@ -6,7 +6,7 @@ import ml_collections
 from flax import nnx
 
 from speechjax.errors import UserError
-from speechjax.models import alexnet, densenet, layers, resnet
+from speechjax.models import alexnet, bcresnet, densenet, layers, resnet
 
 
 def _alexnet(cfg, in_channels, num_classes, **kw):
@@ -61,12 +61,39 @@ def _no_options(cfg) -> None:
     """The torchvision layouts take no model.* options beyond name, dropout and dtype."""
 
 
+def _check_bcresnet(cfg) -> None:
+    if int(bcresnet.BASE_CHANNELS * float(cfg.width_factor)) < 1:
+        raise UserError(
+            f"model.width_factor must be at least {1 / bcresnet.BASE_CHANNELS} (BC-ResNet-tau has "
+            f"int({bcresnet.BASE_CHANNELS} tau) base channels), got {cfg.width_factor}."
+        )
+    if not _is_int(cfg.sub_bands) or cfg.sub_bands < 1:
+        raise UserError(f"model.sub_bands must be an integer >= 1, got {cfg.sub_bands!r}.")
+    if not 0.0 <= cfg.spatial_dropout < 1.0:
+        raise UserError(f"model.spatial_dropout must be in [0, 1), got {cfg.spatial_dropout}.")
+
+
+def _bcresnet(cfg, in_channels, num_classes, **kw):
+    return bcresnet.BCResNet(
+        in_channels,
+        num_classes,
+        width_factor=float(cfg.width_factor),
+        sub_bands=int(cfg.sub_bands),
+        spatial_dropout=float(cfg.spatial_dropout),
+        **kw,
+    )
+
+
 # name -> (constructor, checks of its own model.* options, the (kernel, stride, padding)
 # layers that shrink the input). The ResNets pad every strided layer, so any input of at
 # least 1 x 1 survives them.
 _REGISTRY: dict[
     str,
-    tuple[Callable[..., nnx.Module], Callable[[ml_collections.ConfigDict], None], layers.SizeOps],
+    tuple[
+        Callable[..., nnx.Module],
+        Callable[[ml_collections.ConfigDict], None],
+        layers.SizeOps | layers.AxisSizeOps,
+    ],
 ] = {
     "alexnet": (_alexnet, _no_options, alexnet.SIZE_OPS),
     "resnet18": (_imagenet_resnet("resnet18"), _no_options, ()),
@@ -74,6 +101,7 @@ _REGISTRY: dict[
     "resnet50": (_imagenet_resnet("resnet50"), _no_options, ()),
     "resnet32": (_resnet32, _check_resnet32, ()),
     "densenet121": (_densenet121, _no_options, densenet.SIZE_OPS),
+    "bcresnet": (_bcresnet, _check_bcresnet, bcresnet.SIZE_OPS),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
