@@ -161,7 +161,7 @@ def get_config() -> ml_collections.ConfigDict:
     # (TensorFlow's RecognizeCommands). README "Prediction" says how these were chosen.
     predict.hop_ms = 100.0
     predict.average_ms = 500.0
-    predict.threshold = 0.8
+    predict.threshold = 0.7
     predict.suppress_ms = 1500.0
     # A PNG per long file: spectrogram with the detections marked, and the scores.
     predict.plot = True
