@@ -122,7 +122,9 @@ class Classifier:
         return self.model.step
 
     def _probabilities(self, variables: ModelVariables, waveforms: jax.Array) -> jax.Array:
-        logits = self.model.logits(variables, self._frontend(waveforms))
+        with jax.named_scope(jax_frontend.SCOPE):
+            features = self._frontend(waveforms)
+        logits = self.model.logits(variables, features)
         return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
     def probabilities_fn(self) -> Callable[[jax.Array], jax.Array]:

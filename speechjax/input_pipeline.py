@@ -110,6 +110,28 @@ class DataPipeline:
         found = self._splits[split]
         return (found.paths, found.labels) if isinstance(found, sources.FileSplit) else None
 
+    def waveforms(self, split: str, count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(waveforms float32 [n, clip_samples], labels [n]) of `split` as evaluation reads
+        them (decoded, resampled, centre-cropped or zero-padded): every example, or `count`
+        spread evenly over the split (the first `count` of a TFDS stream, which has no
+        random access). What export calibrates and verifies on."""
+        total = self._splits[split].num_examples
+        if count is None or count >= total:
+            order = np.arange(total)
+        else:
+            order = np.linspace(0, total - 1, count).round().astype(np.int64)
+        batch = 64
+        padded = np.concatenate([order, np.full(-len(order) % batch, -1)])
+        waveforms, labels = [], []
+        batches = _waveform_batches(
+            self._splits[split], self._cached(split), padded, None, batch, self._clip_samples
+        )
+        for indices, clips, clip_labels in batches.as_numpy_iterator():
+            real = indices >= 0
+            waveforms.append(clips[real])
+            labels.append(clip_labels[real])
+        return np.concatenate(waveforms), np.concatenate(labels)
+
     def eval_batches(self, split: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         """Every example of `split` once, centre-cropped; the tail padded with mask 0."""
         return self._eval_dataset(split, batch_size).as_numpy_iterator()

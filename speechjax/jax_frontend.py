@@ -30,6 +30,8 @@ from speechjax.errors import UserError
 from speechjax.normalization import NormStats
 
 _PRECISION = jax.lax.Precision.HIGHEST
+# The name scope inference runs the front end in: int8 export keeps what is inside it float.
+SCOPE = "frontend"
 
 
 def _dft_matrix(s: frontend_settings.FrontendSettings) -> np.ndarray:
