@@ -9,7 +9,7 @@ the front end travels inside every file and a device computes the features train
 | `model.stablehlo` | `jax.export`, lowered for CPU and CUDA | symbolic |
 | `model.tflite` | `jax2tf.convert` -> `tf.lite.TFLiteConverter`, float32 | 1 |
 | `model_int8.tflite` | the same, post-training int8 (weights and activations), float in/out | 1 |
-| `model.onnx` | `jax2onnx.to_onnx`, checked once with ONNX Runtime | symbolic |
+| `model.onnx` | `jax2onnx.to_onnx` of one clip's computation, mapped over the batch | symbolic |
 
 The TFLite files take one clip (`[1, clip_samples]`), as phones and boards run them: with a
 symbolic batch the converter adds shape arithmetic around every matmul (SHAPE,
@@ -37,6 +37,8 @@ import warnings
 from collections.abc import Callable
 
 import jax
+import jax.extend
+import jax.numpy as jnp
 import jax2onnx
 import numpy as np
 import onnxruntime
@@ -55,8 +57,8 @@ FRONTEND_SCOPE = "frontend"
 
 # Platforms model.stablehlo is lowered for: servers run it on either.
 STABLEHLO_PLATFORMS = ("cpu", "cuda")
-# Onnx Runtime 1.16+ (and most other runtimes of 2024 on) load opset 17.
-ONNX_OPSET = 17
+# ONNX Runtime 1.14+ loads opset 18; jax2onnx 0.12 writes ReduceMax in its opset-18 form.
+ONNX_OPSET = 18
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "artifact_runner.py")
 
 ProbabilityFn = Callable[[jax.Array], jax.Array]
@@ -157,14 +159,17 @@ class OnnxExportError(Exception):
 def export_onnx(fn: ProbabilityFn, clip_samples: int, path: str) -> dict:
     """ONNX of `fn` with a symbolic batch, by jax2onnx; raises OnnxExportError on failure.
 
-    The model is run once in ONNX Runtime on two silent clips before it is kept: jax2onnx
-    writes some graphs that only fail there (max pooling over NHWC becomes a 4-D MaxPool,
-    which ONNX Runtime rejects), and a file that cannot run is removed.
+    jax2onnx 0.12 cannot convert speechjax's networks as Flax traces them: its NNX plugins
+    reject convolutions with explicit padding, its pad lowering fails on a symbolic batch,
+    and NHWC max pooling becomes a 4-D MaxPool that ONNX Runtime rejects. So it converts
+    `_onnx_ready(fn)` instead: one clip's computation, mapped over the batch (an ONNX Loop).
+    The model is run once in ONNX Runtime on two silent clips before it is kept, since some
+    graphs only fail there; a file that cannot run is removed.
     """
     try:
         with _quiet_jax2onnx():
             jax2onnx.to_onnx(
-                fn,
+                _onnx_ready(fn, clip_samples),
                 [("batch", clip_samples)],
                 opset=ONNX_OPSET,
                 input_names=["waveform"],
@@ -273,6 +278,72 @@ def _float_prefix(model: bytes, scope: str) -> list[str]:
             "wrap the front end in it, or pass float_scope=None to quantize everything."
         )
     return names[: inside[-1] + 1]
+
+
+def _onnx_ready(fn: ProbabilityFn, clip_samples: int) -> ProbabilityFn:
+    """`fn` rebuilt from JAX primitives only, in the shapes jax2onnx converts.
+
+    Traced once for a single clip with nested jits inlined, so jax2onnx sees lax
+    primitives with static shapes (never Flax modules, which its plugins would patch), and
+    replayed for each clip of the batch by `lax.map`.
+    """
+    with jax.disable_jit():
+        one_clip = jax.make_jaxpr(fn)(jax.ShapeDtypeStruct((1, clip_samples), np.float32))
+
+    def probabilities(waveform):
+        (out,) = _replay(one_clip.jaxpr, one_clip.consts, waveform[np.newaxis])
+        return out[0]
+
+    return lambda waveforms: jax.lax.map(probabilities, waveforms)
+
+
+def _replay(jaxpr, consts, *args) -> list:
+    """Evaluates `jaxpr` like jax.core.eval_jaxpr, with 2-D max pooling made 3-D."""
+    env = dict(zip(jaxpr.constvars, consts, strict=True))
+    env.update(zip(jaxpr.invars, args, strict=True))
+
+    def read(var):
+        return var.val if isinstance(var, jax.extend.core.Literal) else env[var]
+
+    for eqn in jaxpr.eqns:
+        inputs = [read(var) for var in eqn.invars]
+        if eqn.primitive is jax.lax.reduce_window_max_p and _pools_height_width(eqn.params):
+            outputs = [_max_pool_3d(inputs[0], eqn.params)]
+        else:
+            outputs = eqn.primitive.bind(*inputs, **eqn.primitive.get_bind_params(eqn.params))
+            if not eqn.primitive.multiple_results:
+                outputs = [outputs]
+        env.update(zip(eqn.outvars, outputs, strict=True))
+    return [read(var) for var in jaxpr.outvars]
+
+
+def _pools_height_width(params: dict) -> bool:
+    """A max pool over the middle axes of NHWC only (Flax's nnx.max_pool), undilated."""
+    window, strides, padding = (
+        params[k] for k in ("window_dimensions", "window_strides", "padding")
+    )
+    return (
+        len(window) == 4
+        and window[0] == window[3] == strides[0] == strides[3] == 1
+        and tuple(padding[0]) == tuple(padding[3]) == (0, 0)
+        and set(params["base_dilation"]) == set(params["window_dilation"]) == {1}
+    )
+
+
+def _max_pool_3d(x: jax.Array, params: dict) -> jax.Array:
+    """The same max pool on [N*C, H, W]: jax2onnx lowers a rank-r window to an r-D ONNX
+    MaxPool, and ONNX Runtime pools over at most three axes."""
+    n, h, w, c = x.shape
+    planes = jnp.transpose(x, (0, 3, 1, 2)).reshape(n * c, h, w)
+    pooled = jax.lax.reduce_window(
+        planes,
+        -jnp.inf,
+        jax.lax.max,
+        (1, *params["window_dimensions"][1:3]),
+        (1, *params["window_strides"][1:3]),
+        ((0, 0), *params["padding"][1:3]),
+    )
+    return jnp.transpose(pooled.reshape(n, c, *pooled.shape[1:]), (0, 2, 3, 1))
 
 
 @contextlib.contextmanager

@@ -25,9 +25,11 @@ import librosa
 import numpy as np
 import pytest
 import soundfile
+from flax import nnx
 
 from speechjax import export
 from speechjax.errors import UserError
+from speechjax.models import layers
 
 CLIP = 16000
 WINDOW = 400  # 25 ms at 16 kHz
@@ -229,16 +231,47 @@ def test_runner_process_cannot_import_speechjax(tmp_path, monkeypatch):
     assert result.returncode != 0 and "No module named 'speechjax'" in result.stderr
 
 
-def test_onnx_failure_is_reported_and_leaves_no_file(tmp_path):
-    # jax2onnx lowers NHWC max pooling to a 4-D MaxPool that ONNX Runtime rejects.
-    def max_pooled(waveform):
+class SmallNet(nnx.Module):
+    """speechjax's building blocks, each of which jax2onnx 0.12 trips over as Flax traces it:
+    convolutions with explicit padding, batch norm, NHWC max pooling, average pooling."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.conv1 = layers.conv(1, 4, 3, padding=1, dtype=jnp.float32, rngs=rngs)
+        self.bn = layers.batch_norm(4, dtype=jnp.float32, rngs=rngs)
+        self.conv2 = layers.conv(4, 8, 3, stride=2, padding=1, dtype=jnp.float32, rngs=rngs)
+        self.head = layers.Head(8, CLASSES, 0.1, rngs=rngs)
+
+    def __call__(self, waveform):
         x = waveform.reshape(waveform.shape[0], 100, 160, 1)
-        x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-        return jax.nn.softmax(x.mean(axis=(1, 3)), axis=-1)
+        x = layers.max_pool(nnx.relu(self.bn(self.conv1(x))), 3, 2, padding=1)
+        x = layers.avg_pool(self.conv2(x), 2, 2)
+        return jax.nn.softmax(self.head(layers.global_avg_pool(x)), axis=-1)
+
+
+def test_onnx_converts_flax_networks_with_max_pooling(tmp_path):
+    net = SmallNet(nnx.Rngs(0))
+    net.eval()
+    graph, state = nnx.split(net)
+
+    def fn(waveform):
+        return nnx.merge(graph, state)(waveform)
 
     path = tmp_path / export.ONNX
-    with pytest.raises(export.OnnxExportError, match="MaxPool"):
-        export.export_onnx(max_pooled, CLIP, str(path))
+    export.export_onnx(fn, CLIP, str(path))
+    clips = random_clips()
+    figures = export.parity(np.asarray(jax.jit(fn)(clips)), export.run_artifact(str(path), clips))
+    assert figures["max_abs_diff"] < FLOAT_TOLERANCE and figures["top1_agreement"] == 1.0
+
+
+def test_onnx_failure_is_reported_and_leaves_no_file(tmp_path):
+    # jax2onnx 0.12 writes rfft as an ONNX DFT that ONNX Runtime rejects at opset 18.
+    def fft_front_end(waveform):
+        spectrum = jnp.abs(jnp.fft.rfft(waveform.reshape(waveform.shape[0], 100, 160)))
+        return jax.nn.softmax(spectrum.mean(axis=1)[:, :CLASSES], axis=-1)
+
+    path = tmp_path / export.ONNX
+    with pytest.raises(export.OnnxExportError, match="DFT"):
+        export.export_onnx(fft_front_end, CLIP, str(path))
     assert not path.exists()
 
 
@@ -253,18 +286,24 @@ def test_int8_needs_the_float_scope_in_the_graph(tmp_path):
         )
 
 
+def first_samples(waveform):
+    """The cheapest function of the right type, for checks that fail before converting."""
+    return jax.nn.softmax(waveform[:, :CLASSES], axis=-1)
+
+
 @pytest.mark.parametrize("shape", [(0, CLIP), (4, CLIP - 1), (CLIP,)])
 def test_calibration_must_be_clips_of_the_right_length(tmp_path, shape):
     with pytest.raises(ValueError, match="calibration must be"):
-        export.export_artifacts(
-            toy_classifier(random_clips()), CLIP, np.zeros(shape), str(tmp_path)
-        )
+        export.export_artifacts(first_samples, CLIP, np.zeros(shape), str(tmp_path))
+
+
+def test_function_must_return_a_batch_of_float32_probabilities(tmp_path):
+    with pytest.raises(ValueError, match=r"\[batch, num_classes\]"):
+        export.export_artifacts(lambda w: w.sum(), CLIP, random_clips(), str(tmp_path))
 
 
 def test_export_folder_that_cannot_be_created_is_a_user_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(UserError, match="Cannot create the export folder"):
-        export.export_artifacts(
-            toy_classifier(random_clips()), CLIP, random_clips(), str(blocker / "export")
-        )
+        export.export_artifacts(first_samples, CLIP, random_clips(), str(blocker / "export"))
