@@ -20,6 +20,10 @@ int8: the log-mel front end does not survive int8 activations (power spectra spa
 orders of magnitude; an int8 scale keeps two), so the ops inside `jax.named_scope(float_scope)`
 (and everything before them) stay float32 and the network after them is quantized.
 
+The TFLite and ONNX converters get `fn` traced once for one clip and replayed primitive by
+primitive (`_one_clip`), so that the few primitives they mishandle can be computed another,
+equal way: max pooling (see `_tflite_rewrite`, `_onnx_rewrite`).
+
 `run_artifact` runs an exported file in a fresh Python process (`python -I` on
 `artifact_runner.py`, from a temporary folder) that never imports speechjax, as a user's
 program would.
@@ -41,6 +45,7 @@ import jax.extend
 import jax.numpy as jnp
 import jax2onnx
 import numpy as np
+import onnx
 import onnxruntime
 import tensorflow as tf
 from absl import logging
@@ -168,16 +173,19 @@ def export_onnx(fn: ProbabilityFn, clip_samples: int, path: str) -> dict:
     """
     try:
         with _quiet_jax2onnx():
-            jax2onnx.to_onnx(
+            model = jax2onnx.to_onnx(
                 _onnx_ready(fn, clip_samples),
                 [("batch", clip_samples)],
                 opset=ONNX_OPSET,
                 input_names=["waveform"],
                 output_names=["probabilities"],
-                return_mode="file",
-                output_path=path,
             )
-        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        # One self-contained file: jax2onnx's own file mode moves every tensor over 1 MB
+        # into a model.onnx.data beside it. (Protobuf caps a single file at 2 GB.)
+        onnx.save_model(model, path)
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only: not its notes on unused initializers
+        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         session.run(None, {"waveform": np.zeros((2, clip_samples), np.float32)})
     except Exception as e:  # any converter or runtime failure means: no ONNX file
         with contextlib.suppress(FileNotFoundError):
@@ -254,8 +262,13 @@ def _tflite_converter(fn: ProbabilityFn, clip_samples: int) -> tf.lite.TFLiteCon
     # jax2tf (jax 0.10) always serializes natively: the graph holds one XlaCallModule op with
     # fn's StableHLO, which the TFLite converter legalizes to builtin ops. Lowered for the
     # CPU whatever machine exports, since that is what TFLite's kernels compute like;
-    # without the gradient wrapper, which inference never uses.
-    converted = jax2tf.convert(fn, with_gradient=False, native_serialization_platforms=("cpu",))
+    # without the gradient wrapper, which inference never uses. The same replayed function
+    # feeds the float and the int8 model, so both hold one graph.
+    converted = jax2tf.convert(
+        _one_clip(fn, clip_samples, _tflite_rewrite),
+        with_gradient=False,
+        native_serialization_platforms=("cpu",),
+    )
 
     @tf.function(
         input_signature=[tf.TensorSpec([1, clip_samples], tf.float32, name="waveform")],
@@ -281,69 +294,108 @@ def _float_prefix(model: bytes, scope: str) -> list[str]:
 
 
 def _onnx_ready(fn: ProbabilityFn, clip_samples: int) -> ProbabilityFn:
-    """`fn` rebuilt from JAX primitives only, in the shapes jax2onnx converts.
+    """`fn` as jax2onnx converts it: one clip's computation replayed from lax primitives
+    (never Flax modules, which its plugins would patch), with static shapes, mapped over
+    the batch by `lax.map`."""
+    one_clip = _one_clip(fn, clip_samples, _onnx_rewrite)
+    return lambda waveforms: jax.lax.map(lambda clip: one_clip(clip[np.newaxis])[0], waveforms)
 
-    Traced once for a single clip with nested jits inlined, so jax2onnx sees lax
-    primitives with static shapes (never Flax modules, which its plugins would patch), and
-    replayed for each clip of the batch by `lax.map`.
-    """
+
+def _one_clip(fn: ProbabilityFn, clip_samples: int, rewrite) -> ProbabilityFn:
+    """`fn` on [1, clip_samples], traced once with nested jits inlined and replayed
+    primitive by primitive, with `rewrite` computing some primitives another way."""
     with jax.disable_jit():
-        one_clip = jax.make_jaxpr(fn)(jax.ShapeDtypeStruct((1, clip_samples), np.float32))
-
-    def probabilities(waveform):
-        (out,) = _replay(one_clip.jaxpr, one_clip.consts, waveform[np.newaxis])
-        return out[0]
-
-    return lambda waveforms: jax.lax.map(probabilities, waveforms)
+        traced = jax.make_jaxpr(fn)(jax.ShapeDtypeStruct((1, clip_samples), np.float32))
+    return lambda waveform: _replay(traced.jaxpr, traced.consts, waveform, rewrite)
 
 
-def _replay(jaxpr, consts, *args) -> list:
-    """Evaluates `jaxpr` like jax.core.eval_jaxpr, with 2-D max pooling made 3-D."""
+def _replay(jaxpr, consts, waveform, rewrite):
+    """Evaluates a one-input, one-output jaxpr like jax.core.eval_jaxpr, under each
+    equation's own name scope (int8's float_scope reads it); `rewrite(eqn, inputs)` may
+    return the equation's outputs computed otherwise, or None."""
     env = dict(zip(jaxpr.constvars, consts, strict=True))
-    env.update(zip(jaxpr.invars, args, strict=True))
+    env[jaxpr.invars[0]] = waveform
 
     def read(var):
         return var.val if isinstance(var, jax.extend.core.Literal) else env[var]
 
     for eqn in jaxpr.eqns:
         inputs = [read(var) for var in eqn.invars]
-        if eqn.primitive is jax.lax.reduce_window_max_p and _pools_height_width(eqn.params):
-            outputs = [_max_pool_3d(inputs[0], eqn.params)]
-        else:
-            outputs = eqn.primitive.bind(*inputs, **eqn.primitive.get_bind_params(eqn.params))
-            if not eqn.primitive.multiple_results:
-                outputs = [outputs]
+        scope = str(eqn.source_info.name_stack)
+        with jax.named_scope(scope) if scope else contextlib.nullcontext():
+            outputs = rewrite(eqn, inputs)
+            if outputs is None:
+                params = eqn.primitive.get_bind_params(eqn.params)
+                outputs = eqn.primitive.bind(*inputs, **params)
+                if not eqn.primitive.multiple_results:
+                    outputs = [outputs]
         env.update(zip(eqn.outvars, outputs, strict=True))
-    return [read(var) for var in jaxpr.outvars]
+    (out,) = jaxpr.outvars
+    return read(out)
 
 
-def _pools_height_width(params: dict) -> bool:
-    """A max pool over the middle axes of NHWC only (Flax's nnx.max_pool), undilated."""
+def _tflite_rewrite(eqn, inputs) -> list | None:
+    """A padded max pool as edge padding + an unpadded pool.
+
+    TFLite pads it with -inf, which int8 calibration turns into a scale of ~1e36 shared by
+    the pool's output (LiteRT then aborts on the next ADD); edge copies give the same maxima
+    whenever each padding is narrower than its window.
+    """
+    params = eqn.params
+    if eqn.primitive is not jax.lax.reduce_window_max_p or not _is_plain_pool(params):
+        return None
+    padding = params["padding"]
+    if not any(lo or hi for lo, hi in padding):
+        return None
+    if any(
+        max(pad) >= size for pad, size in zip(padding, params["window_dimensions"], strict=True)
+    ):
+        return None
+    padded = jnp.pad(inputs[0], padding, mode="edge")
+    return [
+        jax.lax.reduce_window(
+            padded,
+            -jnp.inf,
+            jax.lax.max,
+            params["window_dimensions"],
+            params["window_strides"],
+            "VALID",
+        )
+    ]
+
+
+def _onnx_rewrite(eqn, inputs) -> list | None:
+    """A max pool over the middle axes of NHWC (Flax's nnx.max_pool) as the same pool on
+    [N*C, H, W]: jax2onnx lowers a rank-r window to an r-D ONNX MaxPool, and ONNX Runtime
+    pools over at most three axes."""
+    params = eqn.params
+    if eqn.primitive is not jax.lax.reduce_window_max_p or not _is_plain_pool(params):
+        return None
     window, strides, padding = (
         params[k] for k in ("window_dimensions", "window_strides", "padding")
     )
-    return (
+    if not (
         len(window) == 4
         and window[0] == window[3] == strides[0] == strides[3] == 1
         and tuple(padding[0]) == tuple(padding[3]) == (0, 0)
-        and set(params["base_dilation"]) == set(params["window_dilation"]) == {1}
-    )
-
-
-def _max_pool_3d(x: jax.Array, params: dict) -> jax.Array:
-    """The same max pool on [N*C, H, W]: jax2onnx lowers a rank-r window to an r-D ONNX
-    MaxPool, and ONNX Runtime pools over at most three axes."""
-    n, h, w, c = x.shape
-    planes = jnp.transpose(x, (0, 3, 1, 2)).reshape(n * c, h, w)
+    ):
+        return None
+    n, h, w, c = inputs[0].shape
+    planes = jnp.transpose(inputs[0], (0, 3, 1, 2)).reshape(n * c, h, w)
     pooled = jax.lax.reduce_window(
         planes,
         -jnp.inf,
         jax.lax.max,
-        (1, *params["window_dimensions"][1:3]),
-        (1, *params["window_strides"][1:3]),
-        ((0, 0), *params["padding"][1:3]),
+        (1, *window[1:3]),
+        (1, *strides[1:3]),
+        ((0, 0), *padding[1:3]),
     )
-    return jnp.transpose(pooled.reshape(n, c, *pooled.shape[1:]), (0, 2, 3, 1))
+    return [jnp.transpose(pooled.reshape(n, c, *pooled.shape[1:]), (0, 2, 3, 1))]
+
+
+def _is_plain_pool(params: dict) -> bool:
+    """No base or window dilation."""
+    return set(params["base_dilation"]) == set(params["window_dilation"]) == {1}
 
 
 @contextlib.contextmanager
