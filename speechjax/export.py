@@ -180,6 +180,7 @@ def export_onnx(fn: ProbabilityFn, clip_samples: int, path: str) -> dict:
                 input_names=["waveform"],
                 output_names=["probabilities"],
             )
+        _tidy_onnx(model)
         # One self-contained file: jax2onnx's own file mode moves every tensor over 1 MB
         # into a model.onnx.data beside it. (Protobuf caps a single file at 2 GB.)
         onnx.save_model(model, path)
@@ -258,7 +259,7 @@ def tflite_operators(model: bytes) -> list[tuple[str, str, str]]:
 
 
 def _tflite_converter(fn: ProbabilityFn, clip_samples: int) -> tf.lite.TFLiteConverter:
-    """A converter for `fn` on [1, clip_samples] with TF-side names waveform/probabilities."""
+    """A converter for `fn` on [1, clip_samples]; the model's input is named `waveform`."""
     # jax2tf (jax 0.10) always serializes natively: the graph holds one XlaCallModule op with
     # fn's StableHLO, which the TFLite converter legalizes to builtin ops. Lowered for the
     # CPU whatever machine exports, since that is what TFLite's kernels compute like;
@@ -275,7 +276,7 @@ def _tflite_converter(fn: ProbabilityFn, clip_samples: int) -> tf.lite.TFLiteCon
         autograph=False,
     )
     def serve(waveform):
-        return {"probabilities": converted(waveform)}
+        return converted(waveform)
 
     return tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], serve)
 
@@ -299,6 +300,30 @@ def _onnx_ready(fn: ProbabilityFn, clip_samples: int) -> ProbabilityFn:
     the batch by `lax.map`."""
     one_clip = _one_clip(fn, clip_samples, _onnx_rewrite)
     return lambda waveforms: jax.lax.map(lambda clip: one_clip(clip[np.newaxis])[0], waveforms)
+
+
+def _tidy_onnx(model: onnx.ModelProto) -> None:
+    """Names the output's batch axis `batch`, as the input's (lax.map leaves a placeholder),
+    and drops the loop body's unused constants, which ONNX Runtime reports on every load."""
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                used = _names_read(attr.g)
+                kept = [init for init in attr.g.initializer if init.name in used]
+                del attr.g.initializer[:]
+                attr.g.initializer.extend(kept)
+
+
+def _names_read(graph: onnx.GraphProto) -> set[str]:
+    """Every value name read by `graph`'s nodes or outputs, nested graphs included."""
+    names = {output.name for output in graph.output}
+    for node in graph.node:
+        names.update(node.input)
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs:
+                names |= _names_read(sub)
+    return names
 
 
 def _one_clip(fn: ProbabilityFn, clip_samples: int, rewrite) -> ProbabilityFn:

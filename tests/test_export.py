@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import librosa
 import numpy as np
+import onnx
 import pytest
 import soundfile
 from flax import nnx
@@ -222,6 +223,12 @@ def test_dynamic_batch_where_promised(exported):
     assert set(stablehlo.platforms) == set(export.STABLEHLO_PLATFORMS)
     for name in (export.STABLEHLO, export.ONNX):
         assert exported["outputs"][name].shape == (len(exported["clips"]), CLASSES)
+    model = onnx.load(exported["dir"] / export.ONNX)
+    axes = [
+        [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim]
+        for value in (*model.graph.input, *model.graph.output)
+    ]
+    assert axes == [["batch", CLIP], ["batch", CLASSES]]
 
 
 def test_runner_process_cannot_import_speechjax(tmp_path, monkeypatch):
