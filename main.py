@@ -4,6 +4,7 @@ python main.py --config configs/resnet32.py                    # train + test
 python main.py --config configs/resnet32.py --config.train.lr=0.01
 python main.py --config configs/resnet32.py --workdir runs/r32 --mode eval
 python main.py --config configs/resnet32.py --workdir runs/r32 --mode predict --audio a.wav
+python main.py --config configs/resnet32.py --workdir runs/r32 --mode export
 """
 
 import os
@@ -20,7 +21,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from speechjax.errors import UserError  # noqa: E402
 
-MODES = ("train", "eval", "predict", "show_batch")
+MODES = ("train", "eval", "predict", "export", "show_batch")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -37,6 +38,7 @@ _MODE = flags.DEFINE_enum(
     MODES,
     "train (or resume) | eval (a checkpoint on a split, with a report) | "
     "predict (label audio files and find commands in long recordings) | "
+    "export (StableHLO, TFLite float and int8, ONNX, each verified) | "
     "show_batch (a PNG of training spectrograms, clean beside augmented)",
 )
 _AUDIO = flags.DEFINE_multi_string(
@@ -47,7 +49,8 @@ _OUTPUT = flags.DEFINE_string(
     None,
     "eval: the report's path (default: workdir/eval_<split>.json for the training data, "
     "eval_<split>-<data>.json for other data); predict: the JSON's path (default: "
-    "workdir/predictions.json; a .csv goes beside it); show_batch: the PNG's path "
+    "workdir/predictions.json; a .csv goes beside it); export: the folder (default: "
+    "workdir/export); show_batch: the PNG's path "
     "(default: workdir/batch.png).",
 )
 _DISTRIBUTED = flags.DEFINE_bool(
@@ -90,6 +93,10 @@ def _run(argv) -> None:
         from speechjax import evaluate
 
         evaluate.evaluate_checkpoint(config, workdir, overrides, _OUTPUT.value)
+    elif _MODE.value == "export":
+        from speechjax import export
+
+        export.export_checkpoint(config, workdir, overrides, _OUTPUT.value)
     elif _MODE.value == "predict":
         from speechjax import predict
 

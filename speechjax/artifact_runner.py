@@ -4,7 +4,7 @@
 
 MODEL is a `.stablehlo` (jax), `.tflite` (LiteRT) or `.onnx` (ONNX Runtime) file;
 WAVEFORMS.npy holds float32 [n, clip_samples]; PROBABILITIES.npy receives float32
-[n, num_classes]. speechjax.export.run_artifact starts this file by its path; it imports
+[n, num_classes]. speechjax.export_formats.run_artifact starts this file by its path; it imports
 numpy and the one runtime the file needs, and nothing from this repository.
 """
 

@@ -76,18 +76,18 @@ def evaluate_checkpoint(
     model = inference.load_model(workdir, config.eval.step)
     metadata, split = model.metadata, config.eval.split
     metadata.check_overrides(config, overrides, f"{workdir} (step {model.step})")
-    eval_config = metadata.apply_to(config)
+    eval_config = metadata.apply_to(config, overrides)
     pipeline = input_pipeline.create_pipeline(
         eval_config,
         metadata.norm_stats,
         splits=(split,),
-        class_names=class_names_for(metadata, config, overrides),
+        class_names=class_names_for(metadata, eval_config, overrides),
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
     if list(pipeline.class_names) != list(metadata.class_names):
         raise UserError(
-            f"data.source={config.data.source!r} has {len(pipeline.class_names)} classes, the "
+            f"data.source={eval_config.data.source!r} has {len(pipeline.class_names)} classes, the "
             f"checkpoint {len(metadata.class_names)}: evaluate it on data with its classes."
         )
     mesh = sharding.create_mesh()
@@ -107,7 +107,7 @@ def evaluate_checkpoint(
     if output:
         path, plot_path = output, os.path.splitext(output)[0] + ".png"
     else:
-        tag = "" if metadata.same_data(config) else _data_tag(config)
+        tag = "" if metadata.same_data(eval_config) else _data_tag(eval_config)
         path, plot_path = run_dir.eval_report(split, tag), run_dir.confusion_plot(split, tag)
     if jax.process_index() != 0:
         return {}

@@ -174,14 +174,31 @@ class RunMetadata:
         if replaced:
             logging.warning("Using the checkpoint's settings, not the config file's: %s", replaced)
 
-    def apply_to(self, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-        """A copy of `config` whose model, front end, sample rate and clip length are these."""
+    def apply_to(
+        self, config: ml_collections.ConfigDict, overrides=()
+    ) -> ml_collections.ConfigDict:
+        """A copy of `config` whose model, front end, sample rate and clip length are these,
+        and whose data settings are the training data's, except those set on the command
+        line (`overrides`: config keys such as "data.dir"), which select other data."""
         config = copy.deepcopy(config)
+        overridden = set(overrides)
         with config.unlocked():
             for key, value in self.defining_values().items():
                 group, field = key.split(".")
                 current = config[group].get(field)
                 config[group][field] = tuple(value) if isinstance(current, tuple) else value
+            for field, value in self.data.items():
+                if field not in config.data or any(
+                    k == f"data.{field}" or k.startswith(f"data.{field}.") for k in overridden
+                ):
+                    continue
+                if isinstance(config.data[field], ml_collections.ConfigDict):
+                    for sub, sub_value in value.items():
+                        if f"data.{field}.{sub}" not in overridden and sub in config.data[field]:
+                            config.data[field][sub] = sub_value
+                else:
+                    current = config.data[field]
+                    config.data[field] = tuple(value) if isinstance(current, tuple) else value
         return config
 
     def same_data(self, config: ml_collections.ConfigDict) -> bool:

@@ -194,3 +194,16 @@ def test_classifier_batches_any_number_of_clips(trained):
     np.testing.assert_allclose(together.sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(one_by_one, together[:9], atol=1e-5)
     assert classifier.class_names == tiny_config.WORDS
+
+
+def test_data_comes_from_the_checkpoint_unless_the_command_line_names_other(
+    trained, workspace, real_clips, tmp_path
+):
+    # A config file whose data differs from the training data's: the checkpoint's wins...
+    config = eval_config(workspace, source="folder", dir=str(real_clips))
+    record = evaluate.evaluate_checkpoint(config, str(trained), (), str(tmp_path / "a.json"))
+    assert record["num_examples"] == 16  # the synthetic test split it was trained with
+    # ...and --config.data.* on the command line selects other data.
+    overrides = {"data.source", "data.dir"}
+    other = evaluate.evaluate_checkpoint(config, str(trained), overrides, str(tmp_path / "b.json"))
+    assert other["num_examples"] == 24

@@ -3,6 +3,8 @@ a long recording with background noise between them, at the right places."""
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,11 +12,11 @@ import soundfile
 
 from benchmarks.detection import compose_recording, score
 from configs import resnet32
-from speechjax import audio, predict, train
+from speechjax import audio, export, predict, train
 from speechjax.detection import Detection
 from speechjax.errors import UserError
 from speechjax.inference import Classifier, fit_clip
-from tests.helpers import run_main
+from tests.helpers import REPO, run_main
 
 WORDS = ("yes", "no", "stop")
 RATE = 16000
@@ -137,3 +139,53 @@ def test_window_starts_cover_the_whole_recording():
     starts = predict.window_starts(20000, 16000, 1600)
     np.testing.assert_array_equal(starts, [0, 1600, 3200, 4800])  # the last one reaches past
     assert starts[-1] + 16000 >= 20000
+
+
+@pytest.fixture(scope="module")
+def exported(real_model, tmp_path_factory):
+    _, workdir = real_model
+    config = resnet32.get_config()
+    out_dir = tmp_path_factory.mktemp("export")
+    return export.export_checkpoint(config, str(workdir), (), str(out_dir)), out_dir
+
+
+def test_export_writes_every_artifact_verified_against_the_checkpoint(exported):
+    record, out_dir = exported
+    names = ("model.stablehlo", "model.tflite", "model_int8.tflite", "model.onnx")
+    for name in (*names, "labels.txt", "export.json"):
+        assert (out_dir / name).is_file(), name
+    assert (out_dir / "labels.txt").read_text().splitlines() == list(WORDS)
+    assert record["sample_rate"] == RATE and record["clip_samples"] == RATE
+    checks = record["verification"]["artifacts"]
+    assert record["verification"]["test_clips"] == 60
+    for name in ("model.stablehlo", "model.tflite", "model.onnx"):
+        assert checks[name]["top1_agreement"] == 1.0, name
+        assert checks[name]["max_abs_diff"] < 1e-4, name
+    float_accuracy = record["verification"]["checkpoint_test_accuracy"]
+    assert abs(checks["model_int8.tflite"]["test_accuracy"] - float_accuracy) <= 0.05
+    assert record["files"]["model_int8.tflite"]["float_ops"] > 0  # the front end stays float
+
+
+def test_streaming_example_reports_what_predict_reports(exported, real_model, recording, tmp_path):
+    _, out_dir = exported
+    _, workdir = real_model
+    path, _ = recording
+    streamed = subprocess.run(
+        [sys.executable, "docs/stream_tflite.py", str(out_dir), str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    ).stdout.splitlines()
+    config = resnet32.get_config()
+    record = predict.predict_files(config, str(workdir), [str(path)], (), str(tmp_path / "p.json"))
+    expected = [
+        f"{d['start_s']:7.2f}-{d['end_s']:7.2f} s  {d['label']}  {d['score']:.3f}"
+        for d in record["detections"]
+    ]
+    assert len(expected) >= 5
+    # Same windows, same detector: the same detections; scores may differ in the last digit.
+    assert [line[:-6] for line in streamed] == [line[:-6] for line in expected]
+    for ours, theirs in zip(streamed, expected, strict=True):
+        assert float(ours.split()[-1]) == pytest.approx(float(theirs.split()[-1]), abs=2e-3)

@@ -1,4 +1,4 @@
-"""speechjax.export: every artifact of a toy classifier, reloaded in a fresh process.
+"""speechjax.export_formats: every artifact of a toy classifier, reloaded in a fresh process.
 
 The toy has the real classifier's shape: waveform [B, 16000] -> centred 25 ms frames every
 10 ms (reshape + slices) -> Hann window and a real DFT as two matmuls -> power -> HTK mel
@@ -28,7 +28,7 @@ import pytest
 import soundfile
 from flax import nnx
 
-from speechjax import export
+from speechjax import export_formats as formats
 from speechjax.errors import UserError
 from speechjax.models import layers
 
@@ -42,7 +42,7 @@ CHANNELS = 16
 FLOAT_TOLERANCE = 1e-4
 INT8_TOLERANCE = 0.05
 INT8_MIN_AGREEMENT = 0.9
-FLOAT_ARTIFACTS = (export.STABLEHLO, export.TFLITE, export.ONNX)
+FLOAT_ARTIFACTS = (formats.STABLEHLO, formats.TFLITE, formats.ONNX)
 
 
 def toy_classifier(norm_clips: np.ndarray, seed: int = 0):
@@ -87,7 +87,7 @@ def toy_classifier(norm_clips: np.ndarray, seed: int = 0):
         return jnp.concatenate(parts, axis=-1)
 
     def conv(waveform):
-        with jax.named_scope(export.FRONTEND_SCOPE):
+        with jax.named_scope(formats.FRONTEND_SCOPE):
             x = frame(waveform)
             real, imag = x @ cos, x @ sin
             logmel = jnp.log(jnp.maximum((real * real + imag * imag) @ mel, 1e-6))
@@ -147,10 +147,10 @@ def exported(tmp_path_factory, real_clips):
         calibration = real_clips["train"]
     fn = toy_classifier(calibration)
     out_dir = tmp_path_factory.mktemp("export")
-    results = export.export_artifacts(fn, CLIP, calibration, str(out_dir))
+    results = formats.export_artifacts(fn, CLIP, calibration, str(out_dir))
     outputs = {
-        name: export.run_artifact(str(out_dir / name), clips)
-        for name in (*FLOAT_ARTIFACTS, export.TFLITE_INT8)
+        name: formats.run_artifact(str(out_dir / name), clips)
+        for name in (*FLOAT_ARTIFACTS, formats.TFLITE_INT8)
     }
     return {
         "dir": out_dir,
@@ -164,7 +164,7 @@ def exported(tmp_path_factory, real_clips):
 
 def test_export_writes_every_artifact_and_reports_its_size(exported):
     results = exported["results"]
-    assert set(results) == {*FLOAT_ARTIFACTS, export.TFLITE_INT8}
+    assert set(results) == {*FLOAT_ARTIFACTS, formats.TFLITE_INT8}
     for name, facts in results.items():
         assert "error" not in facts, facts
         assert facts["bytes"] == (exported["dir"] / name).stat().st_size > 0
@@ -174,7 +174,7 @@ def test_export_writes_every_artifact_and_reports_its_size(exported):
 @pytest.mark.parametrize("name", FLOAT_ARTIFACTS)
 def test_float_artifact_matches_jax_on_random_clips(exported, name):
     n = exported["num_random"]
-    figures = export.parity(exported["reference"][:n], exported["outputs"][name][:n])
+    figures = formats.parity(exported["reference"][:n], exported["outputs"][name][:n])
     assert figures["max_abs_diff"] < FLOAT_TOLERANCE, figures
     assert figures["top1_agreement"] == 1.0, figures
 
@@ -184,7 +184,7 @@ def test_float_artifact_matches_jax_on_real_clips(exported, real_clips, name):
     if real_clips is None:
         pytest.skip("mini_speech_commands not found in ../shared/data (SPEECHJAX_SHARED_DATA)")
     n = exported["num_random"]
-    figures = export.parity(exported["reference"][n:], exported["outputs"][name][n:])
+    figures = formats.parity(exported["reference"][n:], exported["outputs"][name][n:])
     assert figures["max_abs_diff"] < FLOAT_TOLERANCE, figures
     assert figures["top1_agreement"] == 1.0, figures
 
@@ -193,37 +193,37 @@ def test_int8_model_is_close_on_real_clips(exported, real_clips):
     if real_clips is None:
         pytest.skip("mini_speech_commands not found in ../shared/data (SPEECHJAX_SHARED_DATA)")
     n = exported["num_random"]
-    probabilities = exported["outputs"][export.TFLITE_INT8][n:]
-    figures = export.parity(exported["reference"][n:], probabilities)
+    probabilities = exported["outputs"][formats.TFLITE_INT8][n:]
+    figures = formats.parity(exported["reference"][n:], probabilities)
     assert figures["max_abs_diff"] < INT8_TOLERANCE, figures
     assert figures["top1_agreement"] >= INT8_MIN_AGREEMENT, figures
 
 
 def test_int8_model_keeps_the_front_end_float_and_quantizes_the_network(exported):
-    operators = export.tflite_operators((exported["dir"] / export.TFLITE_INT8).read_bytes())
+    operators = formats.tflite_operators((exported["dir"] / formats.TFLITE_INT8).read_bytes())
     # The QUANTIZE op that hands the features to the network carries a front-end name too.
     front_end = [
-        op for op in operators if f"/{export.FRONTEND_SCOPE}/" in op[1] and op[0] != "QUANTIZE"
+        op for op in operators if f"/{formats.FRONTEND_SCOPE}/" in op[1] and op[0] != "QUANTIZE"
     ]
     assert {op[0] for op in front_end} >= {"FULLY_CONNECTED", "LOG"}
     assert {dtype for _, _, dtype in front_end} == {"FLOAT32"}
     network = {(op, dtype) for op, _, dtype in operators if op in ("DEPTHWISE_CONV_2D", "CONV_2D")}
     network |= {(op, dtype) for op, _, dtype in operators[-4:] if op == "FULLY_CONNECTED"}
     assert network and {dtype for _, dtype in network} == {"INT8"}, network
-    facts = exported["results"][export.TFLITE_INT8]
+    facts = exported["results"][formats.TFLITE_INT8]
     assert facts["int8_ops"] > 0 and facts["float_ops"] >= len(front_end)
 
 
 def test_dynamic_batch_where_promised(exported):
     """StableHLO and ONNX take any batch (the parity runs used all clips at once)."""
-    serialized = (exported["dir"] / export.STABLEHLO).read_bytes()
-    stablehlo = jax.export.deserialize(bytearray(serialized))
+    serialized = (exported["dir"] / formats.STABLEHLO).read_bytes()
+    stablehlo = jax.formats.deserialize(bytearray(serialized))
     (waveform,) = stablehlo.in_avals
     assert str(waveform.shape[0]) == "batch" and waveform.shape[1] == CLIP
-    assert set(stablehlo.platforms) == set(export.STABLEHLO_PLATFORMS)
-    for name in (export.STABLEHLO, export.ONNX):
+    assert set(stablehlo.platforms) == set(formats.STABLEHLO_PLATFORMS)
+    for name in (formats.STABLEHLO, formats.ONNX):
         assert exported["outputs"][name].shape == (len(exported["clips"]), CLASSES)
-    model = onnx.load(exported["dir"] / export.ONNX)
+    model = onnx.load(exported["dir"] / formats.ONNX)
     axes = [
         [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim]
         for value in (*model.graph.input, *model.graph.output)
@@ -234,7 +234,7 @@ def test_dynamic_batch_where_promised(exported):
 def test_runner_process_cannot_import_speechjax(tmp_path, monkeypatch):
     repo = str(pathlib.Path(__file__).resolve().parents[1])
     monkeypatch.setenv("PYTHONPATH", repo)
-    result = export.fresh_python(["-c", "import speechjax"], cwd=repo, timeout=60)
+    result = formats.fresh_python(["-c", "import speechjax"], cwd=repo, timeout=60)
     assert result.returncode != 0 and "No module named 'speechjax'" in result.stderr
 
 
@@ -267,19 +267,19 @@ def small_net():
 
 
 def test_onnx_converts_flax_networks_with_max_pooling(tmp_path, small_net):
-    path = tmp_path / export.ONNX
-    export.export_onnx(small_net, CLIP, str(path))
+    path = tmp_path / formats.ONNX
+    formats.export_onnx(small_net, CLIP, str(path))
     clips = random_clips()
-    figures = export.parity(np.asarray(small_net(clips)), export.run_artifact(str(path), clips))
+    figures = formats.parity(np.asarray(small_net(clips)), formats.run_artifact(str(path), clips))
     assert figures["max_abs_diff"] < FLOAT_TOLERANCE and figures["top1_agreement"] == 1.0
 
 
 def test_int8_of_a_padded_max_pool_runs_in_litert(tmp_path, small_net):
     # Padded with -inf, the pool's int8 scale came out near 1e36 and LiteRT aborted.
-    path = tmp_path / export.TFLITE_INT8
-    export.export_tflite_int8(small_net, CLIP, random_clips(), str(path), float_scope=None)
+    path = tmp_path / formats.TFLITE_INT8
+    formats.export_tflite_int8(small_net, CLIP, random_clips(), str(path), float_scope=None)
     clips = random_clips()
-    figures = export.parity(np.asarray(small_net(clips)), export.run_artifact(str(path), clips))
+    figures = formats.parity(np.asarray(small_net(clips)), formats.run_artifact(str(path), clips))
     assert figures["max_abs_diff"] < INT8_TOLERANCE, figures
 
 
@@ -289,11 +289,12 @@ def test_onnx_is_one_file_even_with_large_weights(tmp_path):
     def dense(waveform):
         return jax.nn.softmax(waveform @ weights, axis=-1)
 
-    export.export_onnx(dense, CLIP, str(tmp_path / export.ONNX))
-    assert os.listdir(tmp_path) == [export.ONNX]
+    formats.export_onnx(dense, CLIP, str(tmp_path / formats.ONNX))
+    assert os.listdir(tmp_path) == [formats.ONNX]
     clips = random_clips()
-    figures = export.parity(
-        np.asarray(dense(clips)), export.run_artifact(str(tmp_path / export.ONNX), clips)
+    figures = formats.parity(
+        np.asarray(dense(clips)),
+        formats.run_artifact(str(tmp_path / formats.ONNX), clips),
     )
     assert figures["max_abs_diff"] < FLOAT_TOLERANCE, figures
 
@@ -304,15 +305,15 @@ def test_onnx_failure_is_reported_and_leaves_no_file(tmp_path):
         spectrum = jnp.abs(jnp.fft.rfft(waveform.reshape(waveform.shape[0], 100, 160)))
         return jax.nn.softmax(spectrum.mean(axis=1)[:, :CLASSES], axis=-1)
 
-    path = tmp_path / export.ONNX
-    with pytest.raises(export.OnnxExportError, match="DFT"):
-        export.export_onnx(fft_front_end, CLIP, str(path))
+    path = tmp_path / formats.ONNX
+    with pytest.raises(formats.OnnxExportError, match="DFT"):
+        formats.export_onnx(fft_front_end, CLIP, str(path))
     assert not path.exists()
 
 
 def test_int8_needs_the_float_scope_in_the_graph(tmp_path):
     with pytest.raises(ValueError, match=r"jax.named_scope\('nowhere'\)"):
-        export.export_tflite_int8(
+        formats.export_tflite_int8(
             toy_classifier(random_clips()),
             CLIP,
             random_clips(),
@@ -329,16 +330,16 @@ def first_samples(waveform):
 @pytest.mark.parametrize("shape", [(0, CLIP), (4, CLIP - 1), (CLIP,)])
 def test_calibration_must_be_clips_of_the_right_length(tmp_path, shape):
     with pytest.raises(ValueError, match="calibration must be"):
-        export.export_artifacts(first_samples, CLIP, np.zeros(shape), str(tmp_path))
+        formats.export_artifacts(first_samples, CLIP, np.zeros(shape), str(tmp_path))
 
 
 def test_function_must_return_a_batch_of_float32_probabilities(tmp_path):
     with pytest.raises(ValueError, match=r"\[batch, num_classes\]"):
-        export.export_artifacts(lambda w: w.sum(), CLIP, random_clips(), str(tmp_path))
+        formats.export_artifacts(lambda w: w.sum(), CLIP, random_clips(), str(tmp_path))
 
 
 def test_export_folder_that_cannot_be_created_is_a_user_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(UserError, match="Cannot create the export folder"):
-        export.export_artifacts(first_samples, CLIP, random_clips(), str(blocker / "export"))
+        formats.export_artifacts(first_samples, CLIP, random_clips(), str(blocker / "export"))
