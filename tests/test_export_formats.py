@@ -217,7 +217,7 @@ def test_int8_model_keeps_the_front_end_float_and_quantizes_the_network(exported
 def test_dynamic_batch_where_promised(exported):
     """StableHLO and ONNX take any batch (the parity runs used all clips at once)."""
     serialized = (exported["dir"] / formats.STABLEHLO).read_bytes()
-    stablehlo = jax.formats.deserialize(bytearray(serialized))
+    stablehlo = jax.export.deserialize(bytearray(serialized))
     (waveform,) = stablehlo.in_avals
     assert str(waveform.shape[0]) == "batch" and waveform.shape[1] == CLIP
     assert set(stablehlo.platforms) == set(formats.STABLEHLO_PLATFORMS)
