@@ -3,9 +3,9 @@
 Reads a WAV file in chunks of `--hop-ms` as a microphone would deliver them, keeps the
 last clip of audio in a ring buffer, runs `model.tflite` (from `--mode export`) on it after
 every chunk and feeds the probabilities to speechjax's numpy detector, printing each
-command as it is heard. Its windows and settings are those of `--mode predict` (defaults
-of configs/default.py), so on a recording longer than one clip it reports the same
-detections.
+command as it is heard. Its windows are those of `--mode predict` and its settings the
+`predict.*` values export.json recorded (each can be overridden below), so on a recording
+longer than one clip it reports the same detections.
 
     python docs/stream_tflite.py runs/resnet32/export recording.wav
 """
@@ -43,14 +43,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("export_dir", help="the folder --mode export wrote")
     parser.add_argument("wav", help="a 16-bit PCM WAV at the model's sample rate")
-    parser.add_argument("--hop-ms", type=float, default=100.0)
-    parser.add_argument("--average-ms", type=float, default=500.0)
-    parser.add_argument("--threshold", type=float, default=0.7)
-    parser.add_argument("--suppress-ms", type=float, default=1500.0)
+    for name in ("hop_ms", "average_ms", "threshold", "suppress_ms"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, help="export.json's")
     args = parser.parse_args()
 
     export_dir = pathlib.Path(args.export_dir)
     info = json.loads((export_dir / "export.json").read_text())
+    for name, value in info["detection"].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     rate, clip = info["sample_rate"], info["clip_samples"]
     labels = (export_dir / "labels.txt").read_text().splitlines()
     hop = max(1, round(args.hop_ms * rate / 1000))

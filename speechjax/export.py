@@ -13,7 +13,7 @@ differs from the checkpoint's on any test clip. `workdir/export/`:
 | --- | --- |
 | model.stablehlo, model.tflite, model_int8.tflite, model.onnx | the model |
 | labels.txt | one class name a line, in output order |
-| export.json | sample rate, clip length, front-end settings, step, sizes, parity, accuracy |
+| export.json | sample rate, clip length, front end, step, detection settings, sizes, checks |
 """
 
 import os
@@ -85,6 +85,11 @@ def export_checkpoint(
         "features": metadata.features,
         "norm_stats": metadata.norm_stats.to_dict(),
         "class_names": list(classifier.class_names),
+        # What --mode predict would use on long recordings; docs/stream_tflite.py reads it.
+        "detection": {
+            key: float(config.predict[key])
+            for key in ("hop_ms", "average_ms", "threshold", "suppress_ms")
+        },
         "files": files,
         "verification": {
             "test_clips": len(test_clips),

@@ -156,6 +156,7 @@ def test_export_writes_every_artifact_verified_against_the_checkpoint(exported):
         assert (out_dir / name).is_file(), name
     assert (out_dir / "labels.txt").read_text().splitlines() == list(WORDS)
     assert record["sample_rate"] == RATE and record["clip_samples"] == RATE
+    assert record["detection"]["threshold"] == resnet32.get_config().predict.threshold
     checks = record["verification"]["artifacts"]
     assert record["verification"]["test_clips"] == 60
     for name in ("model.stablehlo", "model.tflite", "model.onnx"):
