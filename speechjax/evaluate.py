@@ -22,25 +22,8 @@ from absl import logging
 
 from speechjax import eval_loop, inference, input_pipeline, sharding, sources
 from speechjax.errors import UserError
-from speechjax.run import RunMetadata, Workdir
+from speechjax.run import Workdir
 from speechjax.train_state import make_eval_step
-
-
-def class_names_for(metadata: RunMetadata, config, overrides) -> list[str] | None:
-    """The checkpoint's classes, after checking that a classes file the user named has them.
-    None for TFDS, which brings its own (compared by the caller)."""
-    if config.data.source == "tfds":
-        return None
-    if "data.classes_file" in overrides:
-        named = sources.read_classes(config.data.classes_file)
-        if named != list(metadata.class_names):
-            raise UserError(
-                f"data.classes_file={config.data.classes_file!r} lists {len(named)} classes "
-                f"({', '.join(named[:5])}...), the checkpoint was trained on "
-                f"{len(metadata.class_names)} ({', '.join(metadata.class_names[:5])}...): they "
-                "must be the same, in the same order. Drop the override to use the checkpoint's."
-            )
-    return list(metadata.class_names)
 
 
 def _data_tag(config) -> str:
@@ -81,7 +64,7 @@ def evaluate_checkpoint(
         eval_config,
         metadata.norm_stats,
         splits=(split,),
-        class_names=class_names_for(metadata, eval_config, overrides),
+        class_names=sources.model_class_names(metadata.class_names, eval_config, overrides),
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )

@@ -22,9 +22,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from speechjax import export_formats, input_pipeline, reporting
+from speechjax import export_formats, input_pipeline, reporting, sources
 from speechjax.errors import UserError
-from speechjax.evaluate import class_names_for
 from speechjax.inference import Classifier
 from speechjax.run import Workdir
 
@@ -48,7 +47,7 @@ def export_checkpoint(
         data_config,
         metadata.norm_stats,
         splits=("train", "test"),
-        class_names=class_names_for(metadata, data_config, overrides),
+        class_names=sources.model_class_names(metadata.class_names, data_config, overrides),
     )
     calibration, _ = pipeline.waveforms("train", CALIBRATION_CLIPS)
     test_clips, test_labels = pipeline.waveforms("test", VERIFY_CLIPS)

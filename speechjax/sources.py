@@ -225,6 +225,25 @@ def _with_unknown_and_silence(listed, class_names, data, noise_dir, seed):
     return result
 
 
+def model_class_names(model_classes, config, overrides) -> list[str] | None:
+    """A trained model's classes for reading data with `config`, after checking that a
+    classes file named on the command line (`overrides`) has them; None for TFDS, which
+    brings its own (the caller compares them)."""
+    if config.data.source == "tfds":
+        return None
+    model_classes = list(model_classes)
+    if "data.classes_file" in overrides:
+        named = read_classes(config.data.classes_file)
+        if named != model_classes:
+            raise UserError(
+                f"data.classes_file={config.data.classes_file!r} lists {len(named)} classes "
+                f"({', '.join(named[:5])}...), the checkpoint was trained on "
+                f"{len(model_classes)} ({', '.join(model_classes[:5])}...): they must be the "
+                "same, in the same order. Drop the override to use the checkpoint's."
+            )
+    return model_classes
+
+
 def read_classes(path: str) -> list[str]:
     """Class names, one a line; line order is the class id."""
     path = os.path.expanduser(path)
