@@ -255,9 +255,10 @@ def resample(waveform: np.ndarray, source_rate: int, sample_rate: int) -> np.nda
 
 
 def read_audio(path: str, sample_rate: int) -> np.ndarray:
-    """One file named by the user -> mono float32 [n] at sample_rate; UserError if unusable."""
+    """One file named by the user -> finite mono float32 [n] at sample_rate; UserError if
+    unusable (judged as listing judges files: non-finite samples included)."""
     try:
-        return load(path, probe(path), sample_rate)
+        return load(path, inspect(path, sample_rate), sample_rate)
     except BadAudio as e:
         raise UserError(f"{path}: {e}") from e
 

@@ -190,3 +190,12 @@ def test_streaming_example_reports_what_predict_reports(exported, real_model, re
     assert [line[:-6] for line in streamed] == [line[:-6] for line in expected]
     for ours, theirs in zip(streamed, expected, strict=True):
         assert float(ours.split()[-1]) == pytest.approx(float(theirs.split()[-1]), abs=2e-3)
+
+
+def test_predict_skips_a_file_with_non_finite_samples_and_says_why(tmp_path):
+    bad = tmp_path / "nan.wav"
+    samples = np.zeros(RATE, np.float32)
+    samples[100] = np.nan
+    soundfile.write(bad, samples, RATE, subtype="FLOAT")
+    with pytest.raises(UserError, match="nan.wav"):
+        audio.read_audio(str(bad), RATE)
