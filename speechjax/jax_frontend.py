@@ -10,8 +10,9 @@ The DFT is a matrix product with the window folded into cosine and sine matrices
 FFT: it needs no complex numbers and no FFT op, which TFLite's int8 path and some ONNX
 runtimes lack, and quantizes like any other matmul. It costs more on a CPU (measured with
 jax 0.10.2 on this project's 2-core machine, 30 ms window, 20 ms hop, one-second clips:
-8.6 ms against 1.5 ms for jnp.fft.rfft on a batch of 32, i.e. about 12% of ResNet-32's
-forward pass at that batch), which one code path for inference and export is worth.
+8.6 ms against 1.5 ms for jnp.fft.rfft on a batch of 32; the 7 ms more are about 14% of
+ResNet-32's ~50 ms forward pass at that batch), which one code path for inference and
+export is worth.
 The matmuls ask for full float32 precision so that GPUs do not use TF32 for them.
 
 The original's `seed` front end is not available here: its zero-phase float64 filter has no
