@@ -54,8 +54,22 @@ _OUTPUT = flags.DEFINE_string(
     "(default: workdir/batch.png).",
 )
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() first (multi-host runs)."
+    "distributed",
+    False,
+    "Join a multi-process run (jax.distributed): every process runs the same command. "
+    "Under SLURM JAX finds its peers; elsewhere give the three flags below.",
 )
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "--distributed: process 0's host:port, e.g. node1:12355."
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "--distributed: how many processes take part."
+)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "--distributed: this process's id, 0..num_processes-1."
+)
+# Modes that work on one process's own devices; only training and evaluation are sharded.
+_SINGLE_PROCESS_MODES = ("predict", "export", "show_batch")
 flags.mark_flags_as_required(["config"])
 
 
@@ -67,7 +81,16 @@ def _run(argv) -> None:
     from speechjax import validation
 
     if _DISTRIBUTED.value:
-        jax.distributed.initialize()
+        from speechjax import distributed
+
+        if _MODE.value in _SINGLE_PROCESS_MODES:
+            raise UserError(
+                f"--mode {_MODE.value} runs on one machine: drop --distributed "
+                "(only train and eval are spread over processes)."
+            )
+        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    elif _COORDINATOR.value or _NUM_PROCESSES.value or _PROCESS_ID.value is not None:
+        raise UserError("--coordinator_address, --num_processes, --process_id need --distributed.")
     if _PLATFORM_NOTE:
         logging.info(_PLATFORM_NOTE)
     config = _CONFIG.value
@@ -84,11 +107,12 @@ def _run(argv) -> None:
         from speechjax import train
 
         results = train.train_and_evaluate(config, workdir)
-        print(
-            f"best validation accuracy {results['best_val_accuracy']:.4f} "
-            f"(epoch {results['best_epoch']}); test accuracy {results['test_accuracy']:.4f}; "
-            f"results in {workdir}/results.json"
-        )
+        if jax.process_index() == 0:
+            print(
+                f"best validation accuracy {results['best_val_accuracy']:.4f} "
+                f"(epoch {results['best_epoch']}); test accuracy "
+                f"{results['test_accuracy']:.4f}; results in {workdir}/results.json"
+            )
     elif _MODE.value == "eval":
         from speechjax import evaluate
 

@@ -2,13 +2,15 @@
 
 Training (validation every epoch, the final test) and `--mode eval` both use it, so it
 sits below both. Every example of the split counts exactly once: the pipeline pads the
-last batch and masks the padding, and with several processes each reports its own rows.
+last batch and masks the padding; with several processes each evaluates its own part and
+the rows are gathered, so every process gets the whole split's confusion and predictions.
 """
 
 import dataclasses
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from speechjax import reporting, sharding
@@ -22,7 +24,7 @@ class EvalResult:
     num_examples: int
     # confusion[true, predicted] counts, over real (unpadded) examples only.
     confusion: np.ndarray
-    # Predicted class of each of this process's examples, in the split's order.
+    # Predicted class of each example of the split, in the split's listed order.
     predictions: np.ndarray
 
     def per_class_accuracy(self) -> np.ndarray:
@@ -53,13 +55,14 @@ class EvalResult:
 def evaluate_split(
     eval_step, state, pipeline: DataPipeline, split: str, batch_size: int, mesh
 ) -> EvalResult:
-    """Runs `eval_step` over every example of `split` exactly once."""
+    """Runs `eval_step` over every example of `split` exactly once; with several processes
+    each reads its own part, and every process returns the result of the whole split."""
     num_classes = len(pipeline.class_names)
-    confusion = np.zeros((num_classes, num_classes), np.int64)
     loss_sum = correct_sum = count = 0.0
-    predicted = []
+    labels, predicted = [], []
     batches = pipeline.eval_batches(split, batch_size)
-    for batch in tqdm(batches, desc=f"eval {split}", leave=False, unit="batch"):
+    chief = jax.process_index() == 0
+    for batch in tqdm(batches, desc=f"eval {split}", leave=False, unit="batch", disable=not chief):
         metrics = jax.device_get(eval_step(state, sharding.put_batch(batch, mesh)))
         loss_sum += float(metrics["loss_sum"])
         correct_sum += float(metrics["correct_sum"])
@@ -67,14 +70,41 @@ def evaluate_split(
         # Predictions come back for the global batch; this process's rows are its slice.
         real = batch[MASK] > 0
         offset = jax.process_index() * len(real)
-        predictions = np.asarray(metrics["predictions"])[offset : offset + len(real)][real]
-        np.add.at(confusion, (batch[LABEL][real], predictions), 1)
-        predicted.append(predictions)
+        predicted.append(np.asarray(metrics["predictions"])[offset : offset + len(real)][real])
+        labels.append(batch[LABEL][real])
     if count == 0:
         raise ValueError(f"split {split!r} has no examples to evaluate")
-    return EvalResult(
-        loss_sum / count, correct_sum / count, int(count), confusion, np.concatenate(predicted)
+    positions, labels, predicted = _whole_split(
+        pipeline.positions(split),
+        np.concatenate(labels),
+        np.concatenate(predicted),
+        largest_part=-(-pipeline.num_examples[split] // jax.process_count()),
     )
+    if len(positions) != int(count):
+        raise RuntimeError(f"evaluation of {split!r} saw {len(positions)} rows, counted {count}")
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    in_split_order = np.empty_like(predicted)
+    in_split_order[positions] = predicted
+    return EvalResult(loss_sum / count, correct_sum / count, int(count), confusion, in_split_order)
+
+
+def _whole_split(
+    positions, labels, predicted, largest_part: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every process's (positions, labels, predictions), gathered from all processes.
+
+    process_allgather needs one shape everywhere: parts differ by up to one example when the
+    split does not divide, so each is padded to the largest with position -1.
+    """
+    if jax.process_count() == 1:
+        return positions, labels, predicted
+    rows = np.stack([positions, labels, predicted], axis=1).astype(np.int64)
+    padded = np.full((largest_part, 3), -1, np.int64)
+    padded[: len(rows)] = rows
+    gathered = multihost_utils.process_allgather(padded).reshape(-1, 3)
+    gathered = gathered[gathered[:, 0] >= 0]
+    return gathered[:, 0], gathered[:, 1], gathered[:, 2]
 
 
 # Off-diagonal cells of the confusion matrix listed in a report.

@@ -100,8 +100,7 @@ def evaluate_checkpoint(
         result, metadata.class_names, path, plot_path, split, model.step
     )
     files = pipeline.example_files(split)
-    # With several processes each knows only its own rows: no per-file table then.
-    if files is not None and jax.process_count() == 1:
+    if files is not None:
         _write_predictions(
             os.path.splitext(path)[0] + "_predictions.csv",
             *files,

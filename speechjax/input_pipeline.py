@@ -83,6 +83,10 @@ class DataPipeline:
             name: split.shard(process_index, process_count) if process_count > 1 else split
             for name, split in source.splits.items()
         }
+        self._positions = {
+            name: split.shard_positions(process_index, process_count)
+            for name, split in source.splits.items()
+        }
         self._frontend = features.make_frontend(config.features, self._sample_rate)
         self._memory: dict[str, _Memory | None] = {}
         self._noise_bank: tf.Tensor | None = None
@@ -105,10 +109,15 @@ class DataPipeline:
         return clean, next(self.train_batches(1, batch_size))
 
     def example_files(self, split: str) -> tuple[tuple[str, ...], np.ndarray] | None:
-        """(paths, class ids) of this process's part of `split` in evaluation order; None
-        for TFDS, whose examples are no files."""
-        found = self._splits[split]
+        """(paths, class ids) of the whole of `split` (every process's part) in its listed
+        order; None for TFDS, whose examples are no files."""
+        found = self._source.splits[split]
         return (found.paths, found.labels) if isinstance(found, sources.FileSplit) else None
+
+    def positions(self, split: str) -> np.ndarray:
+        """Where this process's examples of `split`, in evaluation order, stand in the whole
+        split (0..n-1 with one process)."""
+        return self._positions[split]
 
     def waveforms(self, split: str, count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(waveforms float32 [n, clip_samples], labels [n]) of `split` as evaluation reads

@@ -10,15 +10,21 @@ from absl import logging
 
 
 class RunLog:
-    """Appends human-readable lines to `workdir/log.txt` (the original's log) and echoes them."""
+    """Appends human-readable lines to `workdir/log.txt` (the original's log) and echoes them.
 
-    def __init__(self, workdir: str):
+    write=False (every process but the first of a multi-process run) only echoes: one
+    process writes the run's files.
+    """
+
+    def __init__(self, workdir: str, write: bool = True):
         self.path = os.path.join(workdir, "log.txt")
+        self._write = write
 
     def line(self, text: str) -> None:
         logging.info("%s", text)
-        with open(self.path, "a") as f:
-            f.write(text + "\n")
+        if self._write:
+            with open(self.path, "a") as f:
+                f.write(text + "\n")
 
     def summary(self, lines: list[str]) -> None:
         """Appends a run's closing lines, unless the log already ends with them: rerunning a
@@ -30,7 +36,7 @@ class RunLog:
             ending = []
         for text in lines:
             logging.info("%s", text)
-        if ending != lines:
+        if self._write and ending != lines:
             with open(self.path, "a") as f:
                 f.write("".join(text + "\n" for text in lines))
 

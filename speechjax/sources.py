@@ -90,13 +90,18 @@ class FileSplit:
         return 4 * int(self.lengths.sum())
 
     def shard(self, index: int, count: int) -> "FileSplit":
-        """Every count-th file from index: this process's part of the split."""
+        """Every count-th file from index: this process's part of the split (interleaved, so
+        every process gets every class when the files are listed class by class)."""
         return dataclasses.replace(
             self,
             paths=self.paths[index::count],
             labels=self.labels[index::count],
             infos=self.infos[index::count],
         )
+
+    def shard_positions(self, index: int, count: int) -> np.ndarray:
+        """Where the examples of `shard(index, count)` stand in the whole split."""
+        return np.arange(self.num_examples)[index::count]
 
     def load(self, index: int) -> np.ndarray:
         """Example `index`'s waveform, float32 [n] at the split's sample rate."""
@@ -124,6 +129,11 @@ class TfdsSplit:
 
         part = tfds.even_splits(self.split, n=count, drop_remainder=False)[index]
         return _tfds_split(self.name, self.builder, part, self.sample_rate)
+
+    def shard_positions(self, index: int, count: int) -> np.ndarray:
+        """Where the examples of `shard(index, count)` stand in the whole split: TFDS's
+        even_splits cuts contiguous blocks, the first (size % count) one example longer."""
+        return np.array_split(np.arange(self.num_examples), count)[index]
 
     def dataset(self) -> tf.data.Dataset:
         sample_rate = self.sample_rate

@@ -10,7 +10,6 @@ import collections
 import itertools
 import math
 import os
-import signal
 import time
 
 import jax
@@ -22,6 +21,7 @@ from speechjax import checkpoints, eval_loop, input_pipeline, optim, reporting, 
 from speechjax.early_stopping import EarlyStopping
 from speechjax.errors import UserError
 from speechjax.run import RunMetadata, Workdir
+from speechjax.stop_requests import StopRequests
 from speechjax.train_state import create_train_state, make_eval_step, make_train_step
 
 # How often (in steps) the progress bar fetches the running loss from the device;
@@ -35,7 +35,7 @@ class TrainingDiverged(UserError):
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived; a checkpoint was saved."""
+    """SIGINT or SIGTERM arrived (on any process); a checkpoint was saved."""
 
 
 class Session:
@@ -67,30 +67,6 @@ class Session:
             in_shardings=(self.replicated, data),
             out_shardings=self.replicated,
         )
-
-
-class _SignalGuard:
-    """Turns the first SIGINT/SIGTERM into a flag the loop checks between steps, so the
-    step in flight finishes and a checkpoint is written; a second signal exits at once."""
-
-    def __init__(self):
-        self.received = None
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = signal.Signals(signum).name
-        logging.warning("%s received: saving a checkpoint after this step.", self.received)
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def _sums_to_floats(sums) -> dict[str, float]:
@@ -171,7 +147,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
             f"batch (config.train.batch_size={config.train.batch_size}); lower the batch size."
         )
     session = Session(config, pipeline, steps_per_epoch)
-    log = reporting.RunLog(workdir.path)
+    log = reporting.RunLog(workdir.path, write=is_chief)
     tensorboard = reporting.TensorBoard(workdir.path) if is_chief else None
     run = RunMetadata.from_config(config, pipeline.class_names, pipeline.norm_stats)
 
@@ -205,7 +181,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
     global_batch = config.train.batch_size
     lr_at = optim.learning_rate_schedule(config.train, steps_per_epoch)
 
-    with _SignalGuard() as guard:
+    with StopRequests() as stop_requests:
         while not meta["finished"] and meta["epoch"] < config.train.epochs:
             epoch = meta["epoch"] + 1
             start = time.time()
@@ -239,7 +215,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
                         loss=f"{running['loss_sum'] / running['count']:.4f}",
                         acc=f"{running['correct_sum'] / running['count']:.3f}",
                     )
-                if guard.received:
+                # The step number on the host: reading state.step would wait for the device.
+                if stop_requests.should_stop((epoch - 1) * steps_per_epoch + batch_index):
                     _check_finite(
                         _sums_to_floats(sums)["loss_sum"],
                         epoch,
@@ -255,7 +232,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
                     checkpoints.save(manager, int(state.step), state, meta, run, metrics=None)
                     bar.close()
                     raise Interrupted(
-                        f"{guard.received}: saved checkpoint step {int(state.step)} "
+                        f"{stop_requests.reason}: saved checkpoint step {int(state.step)} "
                         f"(epoch {epoch}, batch {batch_index}/{steps_per_epoch}) in "
                         f"{workdir.checkpoints}; run the same command to resume."
                     )

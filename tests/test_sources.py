@@ -370,3 +370,31 @@ def test_tfds_missing_data_says_how_to_get_it(tmp_path):
     with pytest.raises(UserError, match="tfds build speech_commands") as error:
         sources.load_source(tfds_config(tmp_path))
     assert "data.source=synthetic" in str(error.value) and str(tmp_path) in str(error.value)
+
+
+@pytest.mark.parametrize("size, count", [(11, 3), (10, 4), (7, 2)])
+def test_tfds_shard_positions_are_where_tfds_even_splits_cut(size, count):
+
+    infos = tfds.core.SplitDict(
+        [tfds.core.SplitInfo(name="train", shard_lengths=[size], num_bytes=0)]
+    )
+    split = sources.TfdsSplit("train", None, "train", size, 16000)
+    parts = tfds.even_splits("train", n=count, drop_remainder=False)
+    for index, part in enumerate(parts):
+        (block,) = part.to_absolute(infos)
+        expected = np.arange(size)[block.from_ or 0 : size if block.to is None else block.to]
+        np.testing.assert_array_equal(split.shard_positions(index, count), expected)
+
+
+def test_file_shards_cover_the_split_once_and_know_their_positions(tiny_wav_tree, classes):
+    files = {f"train/{WORDS[i % 3]}/{i}.wav": wav() for i in range(7)}
+    source = sources.load_source(config_for(tiny_wav_tree(files), classes), splits=("train",))
+    split = source.splits["train"]
+    seen = []
+    for index in range(3):
+        shard = split.shard(index, 3)
+        positions = split.shard_positions(index, 3)
+        assert shard.paths == tuple(split.paths[p] for p in positions)
+        np.testing.assert_array_equal(shard.labels, split.labels[positions])
+        seen.extend(positions)
+    assert sorted(seen) == list(range(7))
