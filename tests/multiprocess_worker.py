@@ -69,17 +69,18 @@ def train_steps(process_id: int, num_processes: int, port: int, out: str) -> Non
         np.savez(out, losses=np.array(losses), **arrays)
 
 
-def signal_during_training(epoch_and_batch: str) -> None:
+def signal_during_training(signal_epoch_batch: str) -> None:
     from speechjax import input_pipeline
 
-    when = tuple(int(n) for n in epoch_and_batch.split(","))
+    name, *when = signal_epoch_batch.split(",")
+    sent, when = signal.Signals[name], tuple(int(n) for n in when)
     original = input_pipeline.DataPipeline.train_batches
 
     def train_batches(self, epoch, batch_size):
         signalled = False
         for index, batch in enumerate(original(self, epoch, batch_size), start=1):
             if (epoch, index) == when:
-                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), sent)
                 signalled = True
             elif signalled:
                 time.sleep(STEP_DELAY_SECONDS)
@@ -94,8 +95,8 @@ def run_main(argv: list[str]) -> None:
 
     import main
 
-    if os.environ.get("SPEECHJAX_TEST_SIGTERM_AT"):
-        signal_during_training(os.environ["SPEECHJAX_TEST_SIGTERM_AT"])
+    if os.environ.get("SPEECHJAX_TEST_SIGNAL_AT"):
+        signal_during_training(os.environ["SPEECHJAX_TEST_SIGNAL_AT"])
     sys.argv = ["main.py", *argv]
     app.run(main.main, flags_parser=main.parse_flags)
 

@@ -71,7 +71,8 @@ def _run_together(commands: list[list[str]], envs: list[dict]) -> list[subproces
     ]
 
 
-def _main_in_two_processes(*flags: str, sigterm_at: str | None = None):
+def _main_in_two_processes(*flags: str, signal_at: str | None = None):
+    """main.py in 2 processes; signal_at "SIGNAL,EPOCH,BATCH" signals process 1 alone."""
     port = _free_port()
     commands, envs = [], []
     for process_id in range(2):
@@ -87,7 +88,7 @@ def _main_in_two_processes(*flags: str, sigterm_at: str | None = None):
                 f"--process_id={process_id}",
             ]
         )
-        signal_here = {"SPEECHJAX_TEST_SIGTERM_AT": sigterm_at} if sigterm_at and process_id else {}
+        signal_here = {"SPEECHJAX_TEST_SIGNAL_AT": signal_at} if signal_at and process_id else {}
         envs.append(_env(2, signal_here))
     return _run_together(commands, envs)
 
@@ -224,6 +225,21 @@ def test_eval_in_two_processes_equals_eval_in_one(two_process_run, workspace, to
     assert len(tables[0].splitlines()) == 1 + SPLIT_SIZES["validation"]
 
 
+def _stopped_together(results) -> int:
+    """The step both processes saved before exiting with 130 (a test failure otherwise)."""
+    for i, result in enumerate(results):
+        assert result.returncode == 130, f"process {i}:\n{result.stderr[-4000:]}"
+    saved = [
+        int(line.split("saved checkpoint step ")[1].split()[0])
+        for result in results
+        for line in result.stderr.splitlines()
+        if line.startswith("interrupted:")
+    ]
+    assert len(saved) == 2 and saved[0] == saved[1], saved
+    assert saved[0] >= STEPS_PER_EPOCH + 2  # not before the signal (and the run did not end)
+    return saved[0]
+
+
 def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes(
     two_process_run, workspace, tone_data, tmp_path
 ):
@@ -231,20 +247,15 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes(
     workdir = tmp_path / "interrupted"
     flags = _train_flags(workspace, tone_data, workdir)
     # Process 1 alone gets SIGTERM while reading the 2nd batch of epoch 2.
-    stopped = _main_in_two_processes(*flags, sigterm_at="2,2")
-    for i, result in enumerate(stopped):
-        assert result.returncode == 130, f"process {i}:\n{result.stderr[-4000:]}"
-    saved = [
-        int(line.split("saved checkpoint step ")[1].split()[0])
-        for result in stopped
-        for line in result.stderr.splitlines()
-        if line.startswith("interrupted:")
-    ]
-    assert len(saved) == 2 and saved[0] == saved[1], saved
-    assert saved[0] >= STEPS_PER_EPOCH + 2  # not before the signal (the run did not end)
+    _stopped_together(_main_in_two_processes(*flags, signal_at="SIGTERM,2,2"))
     resumed = _main_in_two_processes(*flags)
     _check_ok(resumed)
     assert _without_timing(_results(workdir)) == _without_timing(_results(uninterrupted))
+
+
+def test_ctrl_c_on_one_process_stops_both_at_one_step(workspace, tone_data, tmp_path):
+    flags = _train_flags(workspace, tone_data, tmp_path / "ctrl_c")
+    _stopped_together(_main_in_two_processes(*flags, signal_at="SIGINT,2,2"))
 
 
 @pytest.mark.parametrize(
