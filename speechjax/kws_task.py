@@ -121,7 +121,13 @@ def _write_silence(folder: pathlib.Path, names: list[str], settings: dict) -> No
             window = source[start : start + length] * level
             soundfile.write(partial / name, window, rate, subtype="PCM_16")
         (partial / "done").write_text(json.dumps(settings) + "\n")
-        shutil.rmtree(folder, ignore_errors=True)
-        partial.rename(folder)
+        try:
+            partial.rename(folder)
+        except OSError:
+            # Another process (of a multi-process run) finished first: its clips are these.
+            # Otherwise the folder is a stale one without "done": replace it.
+            if not (folder / "done").is_file():
+                shutil.rmtree(folder)
+                partial.rename(folder)
     finally:
         shutil.rmtree(partial, ignore_errors=True)

@@ -2,6 +2,7 @@
 background noise, in the configured proportions, each split from its own noise."""
 
 import collections
+import json
 
 import numpy as np
 import pytest
@@ -110,3 +111,26 @@ def test_the_12_class_config_uses_tfds_label_names_and_ids():
     names = sources.read_classes(config.data.classes_file)
     expected = ["down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes"]
     assert names == expected + ["_silence_", "_unknown_"]  # TFDS's ClassLabel order
+
+
+def test_silence_clips_replace_a_stale_folder_and_keep_one_another_process_finished(release):
+    noise = [str(release / "_background_noise_" / "tones.wav")]
+    cache = release / "cache"
+
+    def clips():
+        return kws_task.silence_clips(noise, "train", 3, RATE, RATE, str(cache), seed=0)
+
+    folder = clips()[0][0].parent
+    written = {p.name: p.read_bytes() for p in folder.iterdir()}
+    # A folder without "done" (an interrupted older version) is replaced.
+    (folder / "done").unlink()
+    (folder / "junk.txt").write_text("stale")
+    assert [p.exists() for p, _ in clips()] == [True] * 3
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == written
+    # Another process renamed its (identical) clips into place first: they are kept, and
+    # this process's partial folder is removed.
+    inode = (folder / "silence_00000.wav").stat().st_ino
+    settings = json.loads((folder / "done").read_text())
+    kws_task._write_silence(folder, sorted(n for n in written if n.endswith(".wav")), settings)
+    assert (folder / "silence_00000.wav").stat().st_ino == inode
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]
