@@ -85,6 +85,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Probability of limiting a clip to a random band (high-pass up to 300 Hz, low-pass from
     # 3.4 kHz), as microphones and channels do.
     augment.band_prob = 0.0
+    # Probability of colouring a clip with a random smooth equaliser curve (a few broad
+    # bumps and dips over log frequency), and its largest gain in dB either way.
+    augment.eq_prob = 0.0
+    augment.eq_db = 10.0
     # Random time shift of the waveform, up to this many milliseconds either way.
     augment.time_shift_ms = 100.0
     # Probability of mixing in background noise, and its level range (fraction of speech RMS).

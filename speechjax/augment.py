@@ -1,5 +1,5 @@
 """Training-time augmentation in TensorFlow: speed, reverberation, time shift, background
-noise, band limiting, gain, SpecAugment.
+noise, band limiting, equalisation, gain, SpecAugment.
 
 All randomness is stateless, drawn from a seed tensor of shape [2] (for example from
 `tf.data.Dataset.random(seed).batch(2)` zipped with the examples, or
@@ -33,9 +33,11 @@ def check_config(augment_config) -> None:
     for key, value in non_negative.items():
         if not value >= 0:  # NaN too
             raise UserError(f"augment.{key}={value} must be >= 0.")
-    for key in ("noise_prob", "reverb_prob", "band_prob"):
+    for key in ("noise_prob", "reverb_prob", "band_prob", "eq_prob"):
         if not 0 <= c[key] <= 1:  # NaN too
             raise UserError(f"augment.{key}={c[key]} must be in [0, 1].")
+    if not c.eq_db >= 0:  # NaN too
+        raise UserError(f"augment.eq_db={c.eq_db} must be >= 0.")
     if not 0 <= c.speed_change < 1:
         raise UserError(f"augment.speed_change={c.speed_change} must be in [0, 1).")
     if c.reverb_prob > 0 and not 0 < c.reverb_rt60_min <= c.reverb_rt60_max:
@@ -94,6 +96,7 @@ def augment_waveform(
             tf.random.experimental.stateless_fold_in(seed, 1), num=3
         )
     )
+    eq_seed = tf.random.experimental.stateless_fold_in(seed, 2)
     if waveform.shape.rank is None or waveform.shape[-1] is None:
         raise ValueError(f"augment_waveform needs a static clip length, got {waveform.shape}.")
     per_example = tf.concat([tf.shape(waveform)[:-1], [1]], axis=0)  # one draw per example
@@ -121,6 +124,8 @@ def augment_waveform(
 
     if c.band_prob > 0:
         waveform = limit_band(waveform, band_seed, sample_rate, c.band_prob, per_example)
+    if c.eq_prob > 0 and c.eq_db > 0:
+        waveform = equalize(waveform, eq_seed, sample_rate, c.eq_prob, c.eq_db, per_example)
 
     if augment_config.gain_db > 0:
         gain_db = _uniform(gain_seed, per_example, -augment_config.gain_db, augment_config.gain_db)
@@ -215,6 +220,41 @@ def limit_band(waveform, seed, sample_rate: int, prob: float, per_example):
     limited = tf.signal.irfft(tf.signal.rfft(waveform) * keep, [num_samples])
     applied = _uniform(apply_seed, per_example, 0.0, 1.0) < prob
     return tf.where(applied, limited, waveform)
+
+
+# Equalisation curves: smooth over log frequency (this many cosine terms) from this corner
+# up; below it the gain of the corner applies.
+_EQ_TERMS = 4
+_EQ_LOWEST_HZ = 60.0
+
+
+def equalize(waveform, seed, sample_rate: int, prob: float, max_db: float, per_example):
+    """With probability `prob`, colours each clip with a random smooth gain curve of at most
+    +-max_db decibels, keeping its RMS: what different microphones, rooms and vocal tracts do
+    to the same word (a tilt, a presence peak, a muffled top).
+
+    The curve is a sum of `_EQ_TERMS` cosines over log frequency with random amplitudes,
+    a few broad bumps and dips rather than the notches of a room's response.
+    """
+    num_samples = waveform.shape[-1]
+    terms_seed, apply_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    nyquist = sample_rate / 2.0
+    frequencies = tf.maximum(tf.linspace(0.0, nyquist, num_samples // 2 + 1), _EQ_LOWEST_HZ)
+    position = tf.math.log(frequencies / _EQ_LOWEST_HZ) / tf.math.log(nyquist / _EQ_LOWEST_HZ)
+    basis = tf.cos(3.14159265 * tf.range(1, _EQ_TERMS + 1, dtype=tf.float32)[:, None] * position)
+    shape = tf.concat([per_example[:-1], [_EQ_TERMS]], axis=0)
+    amplitudes = _uniform(terms_seed, shape, -max_db / _EQ_TERMS, max_db / _EQ_TERMS)
+    gain = tf.pow(10.0, tf.tensordot(amplitudes, basis, axes=1) / 20.0)
+    coloured = tf.signal.irfft(
+        tf.signal.rfft(waveform) * tf.cast(gain, tf.complex64), [num_samples]
+    )
+
+    def rms(x):
+        return tf.sqrt(tf.reduce_mean(tf.square(x), axis=-1, keepdims=True))
+
+    coloured = coloured * rms(waveform) / tf.maximum(rms(coloured), 1e-8)
+    applied = _uniform(apply_seed, per_example, 0.0, 1.0) < prob
+    return tf.where(applied, coloured, waveform)
 
 
 def _mix_noise(waveform, seed, augment_config, noise_bank, per_example):

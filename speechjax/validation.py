@@ -188,6 +188,8 @@ def _field_rules(min_sample_rate: int) -> dict[str, _Rule]:
         "augment.reverb_rt60_min": _number(),
         "augment.reverb_rt60_max": _number(),
         "augment.band_prob": _number(),
+        "augment.eq_prob": _number(),
+        "augment.eq_db": _number(),
         "model.name": _TEXT,
         "model.dropout": _number(),
         "model.dtype": _TEXT,

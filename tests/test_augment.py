@@ -233,3 +233,28 @@ def test_new_augmentation_settings_are_checked():
             augment.augment_waveform(
                 np.zeros(RATE, np.float32), SEED, augment_config(**{key: value}), RATE, None
             )
+
+
+def test_equaliser_colours_smoothly_within_eq_db_and_keeps_the_level(waveform):
+    config = augment_config(**NONE, eq_prob=1.0, eq_db=10.0)
+    flat = np.abs(np.fft.rfft(waveform))
+    curves = []
+    for seed in range(4):
+        out = augment.augment_waveform(waveform, [seed, 3], config, RATE, None).numpy()
+        assert np.sqrt(np.mean(out**2)) == pytest.approx(np.sqrt(np.mean(waveform**2)), rel=1e-3)
+        ratio_db = 20 * np.log10(np.abs(np.fft.rfft(out))[1:] / flat[1:])
+        # A gain curve within +-10 dB (then moved as a whole by the RMS correction)...
+        assert ratio_db.max() - ratio_db.min() <= 20.0 + 0.1
+        # ...that is smooth: neighbouring bins differ by a small fraction of a decibel.
+        assert np.abs(np.diff(ratio_db)).max() < 0.5
+        curves.append(ratio_db)
+    assert np.ptp(curves[0]) > 2.0  # it colours
+    assert not np.allclose(curves[0], curves[1], atol=0.5)  # differently per seed
+    off = augment_config(**NONE, eq_prob=0.0)
+    np.testing.assert_array_equal(
+        augment.augment_waveform(waveform, SEED, off, RATE, None), waveform
+    )
+    batch = augment.augment_waveform(np.stack([waveform] * 2), SEED, config, RATE, None).numpy()
+    assert not np.allclose(batch[0], batch[1])  # independent per example
+    with pytest.raises(UserError, match="augment.eq_db"):
+        augment.augment_waveform(waveform, SEED, augment_config(eq_db=-1.0), RATE, None)
