@@ -11,7 +11,11 @@
 # Python packages the machine lacks can come as wheels in $WHEELS (default .whl): they are
 # installed with --no-deps into /tmp/site, which goes first on PYTHONPATH. The README
 # ("On a GPU") says what was measured with this and what cannot run without TensorFlow.
-# Environment: JAX_SECONDS (default 330) for the JAX part, TORCH_SECONDS (45) for PyTorch,
+# Environment: PARTS (default "steps torch"), the parts to run, of: tests (the test files
+# that need neither TensorFlow nor audio decoding, on the GPU: models, optimisers, configs,
+# detection), steps (gpu_check.py), torch (PyTorch's ResNet18 beside speechjax's) and
+# vs_pytorch (benchmarks/vs_pytorch.py, every model, float32 and bfloat16; VS_SECONDS,
+# default 240, for both); JAX_SECONDS (default 330) for the JAX part, TORCH_SECONDS (45) for PyTorch,
 # COMPILE_WORKERS (5) processes compiling into JAX's persistent cache first, and
 # GPU_CHECK_ARGS, extra arguments to gpu_check.py (--smoke: tiny runs, to test this script;
 # --select PATTERNS: some runs only), TORCH_ARGS, extra arguments to torch_resnet.py.
@@ -24,6 +28,9 @@ WHEELS=${WHEELS:-.whl}
 JAX_SECONDS=${JAX_SECONDS:-330}
 TORCH_SECONDS=${TORCH_SECONDS:-45}
 COMPILE_WORKERS=${COMPILE_WORKERS:-5}
+PARTS=${PARTS:-steps torch}
+VS_SECONDS=${VS_SECONDS:-240}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 # JAX takes GPU memory as it needs it, so the compile workers and PyTorch fit beside it.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -97,13 +104,34 @@ for module in tensorflow soundfile librosa; do
       "the CPU), the tf.data input pipeline and the demo training cannot run"
 done
 
+if part tests; then
+  stamp "tests on the GPU (those that need no TensorFlow)"
+  # conftest pins JAX to the CPU unless JAX_PLATFORMS is set.
+  JAX_PLATFORMS=cuda timeout 200 "$PY" -m pytest -p no:cacheprovider -p no:warnings -q \
+    tests/test_models.py tests/test_optim.py tests/test_configs.py tests/test_detection.py \
+    tests/test_early_stopping.py 2>&1 | tail -n 25 ||
+    echo "the tests ended with status $?"
+fi
+
+if part steps; then
 stamp "speechjax train steps and inference (JAX, budget ${JAX_SECONDS} s)"
 # shellcheck disable=SC2086  # GPU_CHECK_ARGS is a list of words
 timeout $((JAX_SECONDS + 90)) "$PY" benchmarks/gpu_check.py --out "$OUT" \
   --deadline "$JAX_SECONDS" --compile-workers "$COMPILE_WORKERS" --min-time 0.3 \
   ${GPU_CHECK_ARGS:-} ||
   echo "gpu_check.py ended with status $?"
+fi
 
+if part vs_pytorch; then
+  for dtype in float32 bfloat16; do
+    stamp "vs_pytorch.py, $dtype (budget $((VS_SECONDS / 2)) s)"
+    timeout $((VS_SECONDS / 2)) "$PY" benchmarks/vs_pytorch.py --dtype "$dtype" \
+      --repeats 5 --min-time 0.3 ${VS_ARGS:-} | tee "$OUT/vs_pytorch_$dtype.txt" ||
+      echo "vs_pytorch.py ($dtype) ended with status $?"
+  done
+fi
+
+if part torch; then
 stamp "PyTorch eager ResNet18 (budget ${TORCH_SECONDS} s)"
 if "$PY" -c "import torch, torchvision" 2>/dev/null; then
   # shellcheck disable=SC2086  # TORCH_ARGS is a list of words
@@ -113,6 +141,7 @@ if "$PY" -c "import torch, torchvision" 2>/dev/null; then
     echo "torch_resnet.py ended with status $?"
 else
   echo "torch/torchvision not importable: PyTorch baseline skipped"
+fi
 fi
 
 stamp "device state after the runs"
