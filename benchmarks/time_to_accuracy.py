@@ -12,8 +12,9 @@ A run directory that holds a finished run is read, not trained again, so the tab
 be redrawn; an unfinished one resumes for another budget; `--fresh` deletes them first.
 
     python benchmarks/time_to_accuracy.py --budget-minutes 10
-    python benchmarks/time_to_accuracy.py --runs configs/resnet32.py configs/bcresnet.py \\
-        "configs/seed.py:resnet18" --out runs/time_to_accuracy
+    python benchmarks/time_to_accuracy.py --out runs/time_to_accuracy --runs \\
+        "configs/resnet32.py --config.train.epochs=8" "configs/seed.py:resnet18" \\
+        "configs/bcresnet.py --config.model.width_factor=2 --config.train.epochs=5"
 """
 
 import argparse
@@ -36,24 +37,28 @@ TARGETS = (0.90, 0.95)
 SAVE_GRACE_SECONDS = 120
 
 
-def run_name(config: str) -> str:
+def run_name(run: str) -> str:
+    """'configs/bcresnet.py --config.model.width_factor=2' -> 'bcresnet-width_factor=2'."""
+    config, *flags = run.split()
     path, _, choice = config.partition(":")
-    return pathlib.Path(path).stem + (f"-{choice}" if choice else "")
+    parts = [pathlib.Path(path).stem, choice] + [f.rsplit(".", 1)[-1] for f in flags]
+    return "-".join(p for p in parts if p)
 
 
-def train(config: str, workdir: pathlib.Path, data: pathlib.Path, budget_s: float, extra) -> None:
+def train(run: str, workdir: pathlib.Path, data: pathlib.Path, budget_s: float, extra) -> None:
     """main.py on `data` until it finishes or `budget_s` passes (then Ctrl-C: it saves)."""
+    config, *flags = run.split()
     command = [
         sys.executable, "main.py", "--config", config, "--workdir", str(workdir),
         "--config.data.source=folder", f"--config.data.dir={data}",
-        f"--config.data.classes_file={data / 'classes.txt'}", *extra,
+        f"--config.data.classes_file={data / 'classes.txt'}", *flags, *extra,
     ]  # fmt: skip
     print("$", " ".join(command), flush=True)
     process = subprocess.Popen(command, cwd=ROOT)
     try:
         process.wait(timeout=budget_s)
     except subprocess.TimeoutExpired:
-        print(f"{run_name(config)}: budget of {budget_s / 60:.1f} min spent; stopping it")
+        print(f"{run_name(run)}: budget of {budget_s / 60:.1f} min spent; stopping it")
         process.send_signal(signal.SIGINT)
         process.wait(timeout=SAVE_GRACE_SECONDS)
 
@@ -110,7 +115,12 @@ def plot(curves: dict[str, list[dict]], path: pathlib.Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, help="config files")
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        default=DEFAULT_RUNS,
+        help="config files, each with its own main.py flags after it in the same argument",
+    )
     parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "runs" / "time_to_accuracy")
     parser.add_argument("--budget-minutes", type=float, default=10.0)
@@ -123,14 +133,14 @@ def main() -> None:
         sys.exit(f"error: no {args.data}/classes.txt: point --data at mini_speech_commands")
     accelerator.select_platform()
     curves, rows = {}, []
-    for config in args.runs:
-        name = run_name(config)
+    for run in args.runs:
+        name = run_name(run)
         workdir = args.out / name
         if args.fresh and workdir.exists():
             shutil.rmtree(workdir)
         if not (workdir / "results.json").is_file():
             start = time.time()
-            train(config, workdir, args.data, args.budget_minutes * 60, args.override)
+            train(run, workdir, args.data, args.budget_minutes * 60, args.override)
             print(f"{name}: {(time.time() - start) / 60:.1f} min of wall time", flush=True)
         history, results = history_of(workdir)
         if not history:
