@@ -133,8 +133,9 @@ def input_shape(config) -> tuple[int, int, int]:
     )
 
 
-def jax_step(config, shape, batch_size):
-    """`run(n) -> (seconds per step, loss)` over n steps of speechjax's train step."""
+def jax_train_step(config, shape, batch_size):
+    """(jitted step, initial state, fixed random batch) of speechjax's train step; the step
+    donates its state."""
     import jax
     import jax.numpy as jnp
 
@@ -151,6 +152,12 @@ def jax_step(config, shape, batch_size):
         LABEL: jnp.arange(batch_size, dtype=jnp.int32) % NUM_CLASSES,
         MASK: jnp.ones((batch_size,), jnp.float32),
     }
+    return step, state, batch
+
+
+def jax_step(config, shape, batch_size):
+    """`run(n) -> (seconds per step, loss)` over n steps of speechjax's train step."""
+    step, state, batch = jax_train_step(config, shape, batch_size)
     holder = [state]
 
     def run(n):
