@@ -1,5 +1,6 @@
 """One jitted train step against the same step split into two jitted programs (forward with
-`jax.vjp`, then backward + Adam), alternating in one process.
+`jax.vjp`, then backward + Adam: `speechjax.train_state.make_split_train_step`), alternating
+in one process.
 
 Why: in one XLA CPU program, the fusion pass folds the forward's elementwise chain (BatchNorm,
 ReLU, residual add) into the copies that transpose each activation for its kernel-gradient
@@ -20,47 +21,26 @@ import vs_pytorch
 
 
 def split_step(config, shape, batch_size):
-    """`run(n) -> (wall s, CPU s) per step` of the two-program step, on the batch and the
-    initial state `vs_pytorch.jax_train_step` uses."""
+    """`run(n) -> (wall s, CPU s) per step` of `train_state.make_split_train_step`'s two
+    programs (the backward donating the state), on `vs_pytorch.jax_train_step`'s batch."""
     import jax
-    import jax.numpy as jnp
-    import optax
-    from flax import nnx
 
     from speechjax import optim, train_state
-    from speechjax.input_pipeline import LABEL, SPECTROGRAM
 
     tx = optim.create_optimizer(config.train, steps_per_epoch=1)
     model_def, state = train_state.create_train_state(config, vs_pytorch.NUM_CLASSES, shape, tx)
+    forward, backward = train_state.make_split_train_step(
+        model_def, tx, config, vs_pytorch.NUM_CLASSES
+    )
+    forward, backward = jax.jit(forward), jax.jit(backward, donate_argnums=0)
     _, _, batch = vs_pytorch.jax_train_step(config, shape, batch_size)
-    images, labels = batch[SPECTROGRAM], batch[LABEL]
-
-    @jax.jit
-    def forward(params, model_state):
-        def loss_fn(params, model_state):
-            model = nnx.merge(model_def.train_graph, params, model_state)
-            logits = model(images)
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-            return loss, nnx.split(model, nnx.Param, ...)[2]
-
-        # The vjp function is a pytree of the residuals: returned, they are materialised.
-        _, vjp_fn, model_state = jax.vjp(loss_fn, params, model_state, has_aux=True)
-        return vjp_fn, model_state
-
-    @jax.jit
-    def backward(vjp_fn, params, opt_state):
-        grads, _ = vjp_fn(jnp.ones((), jnp.float32))
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
-
-    held = [state.params, state.model_state, state.opt_state]
+    held = [state]
 
     def run(n):
         wall, cpu = time.perf_counter(), time.process_time()
         for _ in range(n):
-            vjp_fn, held[1] = forward(held[0], held[1])
-            held[0], held[2] = backward(vjp_fn, held[0], held[2])
-        jax.block_until_ready(held)
+            held[0], metrics = backward(held[0], forward(held[0], batch), batch)
+        jax.block_until_ready(metrics)
         return (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
 
     return run
