@@ -18,49 +18,13 @@ import statistics
 import time
 from pathlib import Path
 
-NUM_CLASSES = 35
-
-
-def make_model(channels: int):
-    import torch
-    import torchvision
-
-    model = torchvision.models.resnet18(num_classes=NUM_CLASSES)
-    if channels != 3:
-        model.conv1 = torch.nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    model.fc = torch.nn.Sequential(
-        torch.nn.Dropout(0.1), torch.nn.Linear(model.fc.in_features, NUM_CLASSES)
-    )
-    return model
+import torch
+from torch_models import make_train_step
 
 
 def measure(shape, batch, dtype, layout, device, min_time, repeats) -> dict:
     """shape is speechjax's (frames, bins, channels); PyTorch gets [B, channels, frames, bins]."""
-    import torch
-
-    frames, bins, channels = shape
-    memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-    model = make_model(channels).to(device).to(memory_format=memory_format)
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    generator = torch.Generator(device="cpu").manual_seed(0)
-    x = torch.randn(batch, channels, frames, bins, generator=generator).to(device)
-    x = x.contiguous(memory_format=memory_format)
-    y = (torch.arange(batch) % NUM_CLASSES).to(device)
-    use_bf16 = dtype == "bfloat16"
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    step, sync = make_train_step("resnet18", shape, batch, dtype, layout, device)
 
     def run(n):
         loss = None
@@ -121,7 +85,6 @@ def main():
     parser.add_argument("--jax-results", default="", help="gpu_check.py's train_steps.jsonl")
     args = parser.parse_args()
 
-    import torch
     import torchvision
 
     start = time.monotonic()
