@@ -1,7 +1,8 @@
 """speechjax's train step against PyTorch eager, model by model, at each config's input size.
 
-speechjax: the real step (`speechjax.train_state`, jitted, state donated), with the XLA
-flags main.py sets (`speechjax.accelerator`). PyTorch: the same step in eager mode
+speechjax: the real step (`speechjax.train_state`, jitted, state donated) in the form
+training uses on this device (two programs on CPUs, see `train_state.use_split_step`), with
+the XLA flags main.py sets (`speechjax.accelerator`). PyTorch: the same step in eager mode
 (`benchmarks/torch_models.py`), NCHW and channels-last. Batch 32, Adam (lr 1e-3), float32
 or bfloat16 (autocast on the PyTorch side), fixed random batch. PyTorch runs in a worker
 process of its own interpreter (`--torch-python`, see benchmarks/requirements.txt), so
@@ -133,9 +134,9 @@ def input_shape(config) -> tuple[int, int, int]:
     )
 
 
-def jax_train_step(config, shape, batch_size):
+def jax_train_step(config, shape, batch_size, split: bool = False):
     """(jitted step, initial state, fixed random batch) of speechjax's train step; the step
-    donates its state."""
+    donates its state. split: as two programs (`train_state.make_split_train_step`)."""
     import jax
     import jax.numpy as jnp
 
@@ -144,9 +145,16 @@ def jax_train_step(config, shape, batch_size):
 
     tx = optim.create_optimizer(config.train, steps_per_epoch=1)
     model_def, state = train_state.create_train_state(config, NUM_CLASSES, shape, tx)
-    step = jax.jit(
-        train_state.make_train_step(model_def, tx, config, NUM_CLASSES), donate_argnums=0
-    )
+    if split:
+        forward, backward = train_state.make_split_train_step(model_def, tx, config, NUM_CLASSES)
+        forward, backward = jax.jit(forward), jax.jit(backward, donate_argnums=(0, 1))
+
+        def step(state, batch):
+            return backward(state, forward(state, batch), batch)
+    else:
+        step = jax.jit(
+            train_state.make_train_step(model_def, tx, config, NUM_CLASSES), donate_argnums=0
+        )
     batch = {
         SPECTROGRAM: jax.random.normal(jax.random.key(1), (batch_size, *shape), jnp.float32),
         LABEL: jnp.arange(batch_size, dtype=jnp.int32) % NUM_CLASSES,
@@ -156,8 +164,12 @@ def jax_train_step(config, shape, batch_size):
 
 
 def jax_step(config, shape, batch_size):
-    """`run(n) -> (seconds per step, loss)` over n steps of speechjax's train step."""
-    step, state, batch = jax_train_step(config, shape, batch_size)
+    """`run(n) -> (seconds per step, loss)` over n steps of speechjax's train step, in the
+    form training uses here (`train_state.use_split_step`)."""
+    from speechjax import train_state
+
+    split = train_state.use_split_step(config)
+    step, state, batch = jax_train_step(config, shape, batch_size, split)
     holder = [state]
 
     def run(n):

@@ -22,7 +22,13 @@ from speechjax.early_stopping import EarlyStopping
 from speechjax.errors import UserError
 from speechjax.run import RunMetadata, Workdir
 from speechjax.stop_requests import StopRequests
-from speechjax.train_state import create_train_state, make_eval_step, make_train_step
+from speechjax.train_state import (
+    create_train_state,
+    make_eval_step,
+    make_split_train_step,
+    make_train_step,
+    use_split_step,
+)
 
 # How often (in steps) the progress bar fetches the running loss from the device;
 # fetching every step would stall the device queue.
@@ -56,12 +62,22 @@ class Session:
         model_def, state = create_train_state(config, num_classes, pipeline.input_shape, self.tx)
         self.state = sharding.put_replicated(state, self.mesh)
         data = sharding.batch_sharded(self.mesh)
-        self.train_step = jax.jit(
-            make_train_step(model_def, self.tx, config, num_classes),
-            in_shardings=(self.replicated, data),
-            out_shardings=(self.replicated, self.replicated),
-            donate_argnums=0,
-        )
+        if use_split_step(config):
+            forward, backward = make_split_train_step(model_def, self.tx, config, num_classes)
+            forward = jax.jit(forward, in_shardings=(self.replicated, data))
+            # The residuals keep the layout the forward gave them; both they and the state
+            # are donated, as the one-program step donates the state.
+            backward = jax.jit(
+                backward, out_shardings=(self.replicated, self.replicated), donate_argnums=(0, 1)
+            )
+            self.train_step = lambda state, batch: backward(state, forward(state, batch), batch)
+        else:
+            self.train_step = jax.jit(
+                make_train_step(model_def, self.tx, config, num_classes),
+                in_shardings=(self.replicated, data),
+                out_shardings=(self.replicated, self.replicated),
+                donate_argnums=0,
+            )
         self.eval_step = jax.jit(
             make_eval_step(model_def.eval_graph, num_classes),
             in_shardings=(self.replicated, data),

@@ -218,6 +218,7 @@ def _field_rules(min_sample_rate: int) -> dict[str, _Rule]:
             "a finite number > 0 and <= 1", lambda v: _is_number(v) and 0 < v <= 1
         ),
         "train.label_smoothing": _number(at_least=0, below=1),
+        "train.split_step": _TEXT,
         "eval.batch_size": _integer(1),
         "eval.split": _TEXT,
         "eval.step": _integer(-1),
@@ -318,7 +319,7 @@ def validate(config: ml_collections.ConfigDict, mode: str = "train") -> None:
     """
     # Imported here (see the module docstring). sources and augment (below) import
     # TensorFlow, about 6 s here, though the checks used from them are pure Python.
-    from speechjax import audio, frontend_settings, optim, sources
+    from speechjax import audio, frontend_settings, optim, sources, train_state
     from speechjax.models import registry
 
     problems = _Problems()
@@ -347,6 +348,7 @@ def validate(config: ml_collections.ConfigDict, mode: str = "train") -> None:
         "model.name": registry.MODEL_NAMES,
         "train.optimizer": optim.OPTIMIZERS,
         "train.schedule": optim.SCHEDULES,
+        "train.split_step": train_state.SPLIT_STEP_CHOICES,
         "eval.split": sources.SPLITS,
     }
     for key, allowed in names.items():

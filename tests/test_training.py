@@ -114,3 +114,14 @@ def test_early_stopping_ends_the_run_at_the_scripted_epoch(workspace, tmp_path, 
     assert [h["val_loss"] for h in results["history"]] == [1.0, 0.8, 0.9, 0.85]
     with open(tmp_path / "early" / "log.txt") as f:
         assert "Early stopping: validation loss has not improved for 2 epochs" in f.read()
+
+
+def test_one_program_step_trains_like_the_split_step(workspace, uninterrupted, tmp_path):
+    # On the CPU the default ("auto") runs the split step; "off" runs one XLA program.
+    config = tiny_config.get_config(workspace)
+    with config.unlocked():
+        config.train.split_step = "off"
+    one_program = train.train_and_evaluate(config, str(tmp_path / "one_program"))
+    for got, want in zip(one_program["history"], uninterrupted["history"], strict=True):
+        for key in ("train_loss", "val_loss", "val_accuracy"):
+            assert got[key] == pytest.approx(want[key], rel=1e-3, abs=1e-6), key
