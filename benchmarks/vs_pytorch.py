@@ -141,7 +141,7 @@ def jax_train_step(config, shape, batch_size, split: bool = False):
     import jax.numpy as jnp
 
     from speechjax import optim, train_state
-    from speechjax.input_pipeline import LABEL, MASK, SPECTROGRAM
+    from speechjax.batch_keys import LABEL, MASK, SPECTROGRAM
 
     tx = optim.create_optimizer(config.train, steps_per_epoch=1)
     model_def, state = train_state.create_train_state(config, NUM_CLASSES, shape, tx)

@@ -30,6 +30,7 @@ import tensorflow as tf
 from absl import logging
 
 from speechjax import audio, augment, features, frontend_settings, sources
+from speechjax.batch_keys import LABEL, MASK, SPECTROGRAM
 from speechjax.errors import UserError
 from speechjax.normalization import NormStats
 
@@ -38,7 +39,6 @@ from speechjax.normalization import NormStats
 with contextlib.suppress(RuntimeError):
     tf.config.set_visible_devices([], "GPU")
 
-SPECTROGRAM, LABEL, MASK = "spectrogram", "label", "mask"
 # Training batches prepared at once, and kept ready. Fixed rather than AUTOTUNE: the model
 # shares the host's cores with tf.data, and autotuned parallelism took cores from the
 # train step (measured: epochs alternated between 38 and 55 ex/s for ResNet-32 on 2 cores).

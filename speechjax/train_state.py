@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 
 from speechjax import models
-from speechjax.input_pipeline import LABEL, MASK, SPECTROGRAM
+from speechjax.batch_keys import LABEL, MASK, SPECTROGRAM
 
 Metrics = dict[str, jax.Array]
 

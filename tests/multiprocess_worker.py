@@ -33,7 +33,7 @@ def train_steps(process_id: int, num_processes: int, port: int, out: str) -> Non
     import numpy as np
 
     from speechjax import distributed, frontend_settings, sharding, train
-    from speechjax.input_pipeline import LABEL, MASK, SPECTROGRAM
+    from speechjax.batch_keys import LABEL, MASK, SPECTROGRAM
     from tests import tiny_config
 
     if num_processes > 1:

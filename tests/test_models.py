@@ -165,7 +165,9 @@ def test_small_map_convolution_matches_lax_values_and_gradients():
                 results.append((y, *grads))
         return results
 
-    results = both(x, k)
+    # Full float32 products: at the default precision a GPU multiplies in TF32 (1e-3).
+    with jax.default_matmul_precision("highest"):
+        results = both(x, k)
     ours, reference = results[:2], results[2:]
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(reference), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from speechjax import optim, train_state
-from speechjax.input_pipeline import LABEL, MASK, SPECTROGRAM
+from speechjax.batch_keys import LABEL, MASK, SPECTROGRAM
 from tests import tiny_config
 
 NUM_CLASSES = 4
