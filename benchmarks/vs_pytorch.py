@@ -147,7 +147,7 @@ def jax_train_step(config, shape, batch_size, split: bool = False):
     model_def, state = train_state.create_train_state(config, NUM_CLASSES, shape, tx)
     if split:
         forward, backward = train_state.make_split_train_step(model_def, tx, config, NUM_CLASSES)
-        forward, backward = jax.jit(forward), jax.jit(backward, donate_argnums=(0, 1))
+        forward, backward = jax.jit(forward), jax.jit(backward, donate_argnums=0)
 
         def step(state, batch):
             return backward(state, forward(state, batch), batch)
