@@ -45,7 +45,9 @@ def run_name(run: str) -> str:
     """'configs/bcresnet.py --config.model.width_factor=2' -> 'bcresnet-width_factor=2'."""
     config, *flags = run.split()
     path, _, choice = config.partition(":")
-    parts = [pathlib.Path(path).stem, choice] + [f.rsplit(".", 1)[-1] for f in flags]
+    # "--config.train.weight_decay=0.05" -> "weight_decay=0.05"
+    settings = [f"{k.rsplit('.', 1)[-1]}{eq}{v}" for k, eq, v in (f.partition("=") for f in flags)]
+    parts = [pathlib.Path(path).stem, choice, *settings]
     return "-".join(p for p in parts if p)
 
 
