@@ -81,7 +81,7 @@ def train(run: str, seed: int, data_flags: list[str], workdir: pathlib.Path) -> 
     args = ["--config", config, "--workdir", str(workdir), *data_flags, *flags]
     args.append(f"--config.seed={seed}")
     print(f"training {run} seed {seed} -> {workdir}", flush=True)
-    wall = run_main(args, workdir.with_suffix(".train.log"))
+    wall = run_main(args, workdir.parent / f"{workdir.name}.train.log")
     results = json.loads((workdir / "results.json").read_text())
     record = {
         "run": run,
@@ -146,7 +146,9 @@ def main() -> None:
     data_flags = table["data_flags"](args.shared)
     rows = []
     for run in args.runs or table["runs"]:
-        name = "-".join(p.rsplit("/", 1)[-1].removeprefix("--config.") for p in run.split())
+        # "configs/resnet32.py --config.train.epochs=9" -> "resnet32-train.epochs=9"
+        config, *flags = run.split()
+        name = "-".join([pathlib.Path(config).stem, *(f.removeprefix("--config.") for f in flags)])
         records = []
         for seed in args.seeds:
             workdir = args.out / args.table / f"{name}-seed{seed}"
