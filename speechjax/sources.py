@@ -389,9 +389,28 @@ def _list_files(
             ]
         if not files:
             where = "" if layout == "flat" else " in its label folders"
-            raise UserError(f"{folder} holds no audio files{where} (layout {layout}).")
+            hint = _other_layout(folder, layout)
+            raise UserError(f"{folder} holds no audio files{where} (layout {layout}).{hint}")
         listed[split] = (folder, files)
     return listed
+
+
+def _other_layout(folder: pathlib.Path, layout: str) -> str:
+    """A hint when `folder` looks like the other of flat / split_label (configs/seed.py sets
+    flat, the original's layout, and is often pointed at label folders)."""
+    entries = list(os.scandir(folder))
+    if layout == "flat" and any(
+        e.is_dir() and any(audio.is_audio_file(f.name) for f in os.scandir(e.path)) for e in entries
+    ):
+        return (
+            " It holds label folders of audio (the split_label layout): "
+            "add --config.data.layout=auto."
+        )
+    if layout == "split_label" and any(
+        e.is_file() and audio.is_audio_file(e.name) for e in entries
+    ):
+        return " It holds label_*.wav files (the flat layout): add --config.data.layout=auto."
+    return ""
 
 
 def _list_speech_commands(root: pathlib.Path, splits: tuple[str, ...]):

@@ -279,6 +279,15 @@ def test_missing_and_empty_folders(tiny_wav_tree, classes, tmp_path):
         sources.load_source(config_for(empty_train, classes))
 
 
+def test_a_forced_layout_that_does_not_match_says_which_would(tiny_wav_tree, classes):
+    nested = tiny_wav_tree({f"{split}/yes/a_1.wav": wav() for split in ("train", "val", "test")})
+    with pytest.raises(UserError, match="label folders of audio .* --config.data.layout=auto"):
+        sources.load_source(config_for(nested, classes, layout="flat"))
+    flat = tiny_wav_tree({f"{split}/yes_1.wav": wav() for split in ("train", "val", "test")})
+    with pytest.raises(UserError, match="label_\\*.wav files .* --config.data.layout=auto"):
+        sources.load_source(config_for(flat, classes, layout="split_label"))
+
+
 def test_classes_file_errors(tmp_path):
     path = tmp_path / "classes.txt"
     path.write_text("yes\nno\nyes\n")
