@@ -199,3 +199,26 @@ def test_predict_skips_a_file_with_non_finite_samples_and_says_why(tmp_path):
     soundfile.write(bad, samples, RATE, subtype="FLOAT")
     with pytest.raises(UserError, match="nan.wav"):
         audio.read_audio(str(bad), RATE)
+
+
+def test_missed_clips_lists_exactly_the_clips_the_model_gets_wrong(real_model):
+    root, workdir = real_model
+    classifier = Classifier.from_workdir(str(workdir))
+    paths = sorted((root / "test").glob("*/*.flac"))
+    waveforms = np.stack([fit_clip(audio.read_audio(str(p), RATE), RATE) for p in paths])
+    predicted = classifier.predict(waveforms).argmax(1)
+    names = list(classifier.class_names)
+    wrong = {str(p.relative_to(root / "test")) for p, k in zip(paths, predicted, strict=True)
+             if names[k] != p.parent.name}  # fmt: skip
+    accuracy = 1 - len(wrong) / len(paths)
+
+    printed = subprocess.run(
+        [sys.executable, "benchmarks/missed_clips.py", str(root / "test"), "--runs",
+         str(workdir), str(workdir), "--shifts-ms", "0", "-50", "50"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=True,
+    ).stdout  # fmt: skip
+    assert f"accuracy {accuracy:.4f}, averaged over shifts" in printed
+    assert f"runs averaged: accuracy {accuracy:.4f}" in printed
+    assert f"missed by every run: {len(wrong)} clips" in printed
+    listed = {line.split(":")[0].strip() for line in printed.splitlines() if "dBFS" in line}
+    assert listed == wrong

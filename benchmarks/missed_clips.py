@@ -1,0 +1,100 @@
+"""Which clips of a labelled folder do trained models miss, and how loud are they?
+
+For each run directory (its best checkpoint), prints the accuracy on the folder's clips,
+then the accuracy with each clip's probabilities averaged over time shifts (`--shifts-ms`);
+then the accuracy of all the runs' probabilities averaged, and every clip that all the runs
+miss, with its peak level in dBFS and what the runs together predicted. That list shows
+how much of a test split no recipe can get: clips that are empty or nearly so.
+
+Labels come from each file's parent folder (split/label/*.wav, mini_speech_commands) or,
+where that is not a class name, from the file name up to its first `_` (toy_dataset).
+
+    python benchmarks/missed_clips.py ../shared/data/mini_speech_commands/test \\
+        --runs runs/mini-seed0 runs/mini-seed1 runs/mini-seed2
+"""
+
+import argparse
+import pathlib
+import sys
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from speechjax import accelerator  # noqa: E402
+
+
+def label_of(path: pathlib.Path, class_names: list[str]) -> str:
+    if path.parent.name in class_names:
+        return path.parent.name
+    return path.name.split("_")[0]
+
+
+def load_folder(folder: pathlib.Path, class_names: list[str], classifier):
+    """Every audio file under folder, fitted to one clip: paths, class ids, waveforms."""
+    from speechjax import audio
+    from speechjax.inference import fit_clip
+
+    paths = sorted(p for p in folder.rglob("*") if audio.is_audio_file(p.name))
+    if not paths:
+        sys.exit(f"error: no audio files under {folder}")
+    labels = [label_of(p, class_names) for p in paths]
+    unknown = sorted(set(labels) - set(class_names))
+    if unknown:
+        sys.exit(f"error: labels {unknown} of {folder} are not classes of the model")
+    waveforms = np.stack(
+        [
+            fit_clip(audio.read_audio(str(p), classifier.sample_rate), classifier.clip_samples)
+            for p in paths
+        ]
+    )
+    return paths, np.array([class_names.index(label) for label in labels]), waveforms
+
+
+def shifted_probabilities(classifier, waveforms, shifts_ms):
+    """Probabilities averaged over circular time shifts of each clip (0 ms = as it is)."""
+    shifts = [round(ms * classifier.sample_rate / 1000) for ms in shifts_ms]
+    return np.mean([classifier.predict(np.roll(waveforms, s, axis=1)) for s in shifts], axis=0)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", type=pathlib.Path, help="labelled clips to score")
+    parser.add_argument("--runs", nargs="+", required=True, help="run directories (workdirs)")
+    parser.add_argument("--shifts-ms", type=float, nargs="+", default=[0.0, -50.0, 50.0])
+    args = parser.parse_args()
+    accelerator.select_platform()  # before jax is imported
+    from speechjax.inference import Classifier
+
+    classifiers = [Classifier.from_workdir(run) for run in args.runs]
+    class_names = list(classifiers[0].class_names)
+    if any(list(c.class_names) != class_names for c in classifiers):
+        sys.exit("error: the runs were trained on different class lists")
+    paths, labels, waveforms = load_folder(args.folder, class_names, classifiers[0])
+
+    all_probabilities = []
+    for run, classifier in zip(args.runs, classifiers, strict=True):
+        plain = classifier.predict(waveforms)
+        shifted = shifted_probabilities(classifier, waveforms, args.shifts_ms)
+        all_probabilities.append(plain)
+        print(
+            f"{run}: accuracy {np.mean(plain.argmax(1) == labels):.4f}, averaged over shifts "
+            f"{args.shifts_ms} ms {np.mean(shifted.argmax(1) == labels):.4f} ({len(labels)} clips)"
+        )
+    together = np.mean(all_probabilities, axis=0)
+    print(f"runs averaged: accuracy {np.mean(together.argmax(1) == labels):.4f}")
+
+    missed_by_all = np.all([p.argmax(1) != labels for p in all_probabilities], axis=0)
+    print(f"missed by every run: {missed_by_all.sum()} clips")
+    for i in np.flatnonzero(missed_by_all):
+        peak_dbfs = 20 * np.log10(max(np.abs(waveforms[i]).max(), 1e-6))
+        guess = class_names[together[i].argmax()]
+        print(
+            f"  {paths[i].relative_to(args.folder)}: peak {peak_dbfs:6.1f} dBFS, "
+            f"predicted {guess} ({together[i].max():.2f})"
+        )
+
+
+if __name__ == "__main__":
+    main()
