@@ -59,11 +59,24 @@ def shifted_probabilities(classifier, waveforms, shifts_ms):
 
 
 def main():
+    """Parses the flags; a user mistake (no checkpoint, unreadable file) ends in one line."""
+    from speechjax.errors import UserError
+
+    try:
+        report(parse_args())
+    except UserError as e:
+        sys.exit(f"error: {e}")
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=pathlib.Path, help="labelled clips to score")
     parser.add_argument("--runs", nargs="+", required=True, help="run directories (workdirs)")
     parser.add_argument("--shifts-ms", type=float, nargs="+", default=[0.0, -50.0, 50.0])
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def report(args: argparse.Namespace) -> None:
     accelerator.select_platform()  # before jax is imported
     from speechjax.inference import Classifier
 
