@@ -52,10 +52,12 @@ def load_folder(folder: pathlib.Path, class_names: list[str], classifier):
     return paths, np.array([class_names.index(label) for label in labels]), waveforms
 
 
-def shifted_probabilities(classifier, waveforms, shifts_ms):
-    """Probabilities averaged over circular time shifts of each clip (0 ms = as it is)."""
-    shifts = [round(ms * classifier.sample_rate / 1000) for ms in shifts_ms]
-    return np.mean([classifier.predict(np.roll(waveforms, s, axis=1)) for s in shifts], axis=0)
+def probabilities_by_shift(classifier, waveforms, shifts_ms) -> dict[float, np.ndarray]:
+    """Probabilities of each clip circularly shifted by each of shifts_ms and by 0 ms (as is)."""
+    return {
+        ms: classifier.predict(np.roll(waveforms, round(ms * classifier.sample_rate / 1000), 1))
+        for ms in {0.0, *shifts_ms}
+    }
 
 
 def main():
@@ -88,8 +90,9 @@ def report(args: argparse.Namespace) -> None:
 
     all_probabilities = []
     for run, classifier in zip(args.runs, classifiers, strict=True):
-        plain = classifier.predict(waveforms)
-        shifted = shifted_probabilities(classifier, waveforms, args.shifts_ms)
+        by_shift = probabilities_by_shift(classifier, waveforms, args.shifts_ms)
+        plain = by_shift[0.0]
+        shifted = np.mean([by_shift[ms] for ms in args.shifts_ms], axis=0)
         all_probabilities.append(plain)
         print(
             f"{run}: accuracy {np.mean(plain.argmax(1) == labels):.4f}, averaged over shifts "
