@@ -106,7 +106,9 @@ def get_config() -> ml_collections.ConfigDict:
     augment.mixup_alpha = 0.0
 
     config.model = model = ml_collections.ConfigDict()
-    # alexnet | resnet18 | resnet34 | resnet50 | resnet32 | densenet121 | bcresnet
+    # alexnet | resnet18 | resnet34 | resnet50 | resnet32 | densenet121 | bcresnet |
+    # speech_embedding (Google's pretrained embedding, frozen, and a trained head; it needs
+    # features.kind="speech_embedding" and features.normalize=False)
     model.name = "resnet32"
     # Dropout before the final Dense layer (the original: 0.1).
     model.dropout = 0.1
@@ -123,6 +125,8 @@ def get_config() -> ml_collections.ConfigDict:
     model.width_factor = 8.0
     model.sub_bands = 5
     model.spatial_dropout = 0.1
+    # speech_embedding only: units of the hidden layer of the head on the embeddings.
+    model.head_units = 256
 
     config.train = train = ml_collections.ConfigDict()
     # Examples per step (global, over all devices).

@@ -22,6 +22,8 @@ tf.data map, and on whole batches (much faster than per example: one big STFT).
   normalisation (librosa `htk=True, norm=None`), then log(max(mel, 1e-6)): the floor keeps
   the zero-padded tails of short clips at -13.8 instead of -inf.
 `mfcc`: orthonormal DCT-II of the log-mel, first n_mfcc coefficients.
+`speech_embedding`: the 32-band log-mel Google's pretrained speech embedding expects, with
+  the matrices of its own front end (`speechjax.pretrained_embedding` says how).
 Deltas (any kind): regression over +-2 frames, zero frames beyond both edges.
 The settings (checks, sizes in samples, window, mel filterbank) come from
 `speechjax.frontend_settings`, which the JAX front end of inference shares.
@@ -33,6 +35,7 @@ import numpy as np
 import scipy.signal
 import tensorflow as tf
 
+from speechjax import pretrained_embedding
 from speechjax.errors import UserError
 from speechjax.frontend_settings import (
     LOG_FLOOR,
@@ -62,6 +65,8 @@ def make_frontend(features_config, sample_rate: int) -> Callable[[tf.Tensor], tf
     p = settings(features_config, sample_rate)
     if p.kind == "seed":
         spectrogram_fn = _seed_spectrogram_fn(sample_rate)
+    elif p.kind == "speech_embedding":
+        spectrogram_fn = _speech_embedding_mel
     else:
         spectrogram_fn = _logmel_fn(p, sample_rate)
 
@@ -233,3 +238,21 @@ def _logmel_fn(p: FrontendSettings, sample_rate: int) -> Callable[[tf.Tensor], t
         return log_mel
 
     return spectrogram
+
+
+def _speech_embedding_mel(waveform: tf.Tensor) -> tf.Tensor:
+    """[..., N] -> [..., T, 32]: the pretrained speech embedding's log-mel, scaled as it expects."""
+    pe = pretrained_embedding
+    matrices = pe.mel_matrices()
+    dft = tf.constant(np.concatenate([matrices.dft_real, matrices.dft_imag], axis=1))
+    padded = tf.pad(
+        waveform * pe.INT16_SCALE,
+        [[0, 0]] * (waveform.shape.rank - 1) + [[pe.PAD_SAMPLES, pe.PAD_SAMPLES]],
+    )
+    frames = tf.signal.frame(padded, pe.FRAME, pe.HOP)
+    spectrum = tf.tensordot(frames, dft, 1)
+    real, imag = spectrum[..., : pe.BINS], spectrum[..., pe.BINS :]
+    mel = tf.tensordot(real * real + imag * imag, tf.constant(matrices.mel), 1)
+    decibels = 10.0 * tf.math.log(tf.maximum(mel, pe.POWER_FLOOR)) / np.log(10.0)
+    floor = tf.reduce_max(decibels, axis=[-2, -1], keepdims=True) - pe.TOP_DB
+    return tf.maximum(decibels, floor) / 10.0 + 2.0

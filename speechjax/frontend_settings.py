@@ -12,9 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.signal
 
+from speechjax import pretrained_embedding
 from speechjax.errors import UserError
 
-KINDS = ("seed", "logmel", "mfcc")
+# speech_embedding: the front end Google's pretrained speech embedding was trained on
+# (`speechjax.pretrained_embedding`), for model.name=speech_embedding.
+KINDS = ("seed", "logmel", "mfcc", "speech_embedding")
 MAX_MELS = 128
 LOG_FLOOR = 1e-6
 
@@ -53,6 +56,8 @@ class FrontendSettings:
     def num_frames(self, num_samples: int) -> int:
         if self.kind == "seed":
             return -(-num_samples // SEED_HOP)
+        if self.kind == "speech_embedding":
+            return pretrained_embedding.num_frames(num_samples)
         return num_samples // self.hop + 1
 
 
@@ -77,6 +82,8 @@ def settings(config, sample_rate: int) -> FrontendSettings:
     )
     if config.kind == "seed":
         return FrontendSettings(**common)
+    if config.kind == "speech_embedding":
+        return _speech_embedding_settings(common, sample_rate)
     window = round(config.window_ms * sample_rate / 1000)
     hop = round(config.hop_ms * sample_rate / 1000)
     if window < 2:
@@ -103,6 +110,27 @@ def settings(config, sample_rate: int) -> FrontendSettings:
         fmin=float(config.fmin),
         fmax=float(config.fmax),
         n_mfcc=config.n_mfcc,
+    )
+
+
+def _speech_embedding_settings(common: dict, sample_rate: int) -> FrontendSettings:
+    """Fixed by the pretrained network: 16 kHz, 32 bands, one channel, natural size."""
+    if sample_rate != pretrained_embedding.SAMPLE_RATE:
+        raise UserError(
+            f"features.kind='speech_embedding' needs data.sample_rate="
+            f"{pretrained_embedding.SAMPLE_RATE} (the pretrained network's), got {sample_rate}."
+        )
+    if common["channels"] != 1 or common["resize"]:
+        raise UserError(
+            "features.kind='speech_embedding' gives the pretrained network its own input: "
+            "set features.channels=1, features.deltas=False and features.resize=()."
+        )
+    return FrontendSettings(
+        **common,
+        window=pretrained_embedding.FRAME,
+        hop=pretrained_embedding.HOP,
+        fft_length=pretrained_embedding.FRAME,
+        n_mels=pretrained_embedding.N_MELS,
     )
 
 

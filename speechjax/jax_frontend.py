@@ -1,5 +1,5 @@
-"""The log-mel and MFCC front ends in JAX, for inference and export: waveforms in, the
-normalised features the network was trained on out.
+"""The log-mel, MFCC and speech_embedding front ends in JAX, for inference and export:
+waveforms in, the normalised features the network was trained on out.
 
 Training computes features in tf.data (`speechjax.features`); a trained model is used on
 raw audio, so the same front end runs here, inside the jitted inference function and every
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from speechjax import frontend_settings
+from speechjax import frontend_settings, pretrained_embedding
 from speechjax.errors import UserError
 from speechjax.normalization import NormStats
 
@@ -86,6 +86,8 @@ def make_frontend(
             "its zero-phase float64 filter has no exportable form. Evaluate it with --mode eval, "
             "or train with features.kind=logmel or mfcc."
         )
+    if s.kind == "speech_embedding":
+        return _speech_embedding_frontend(num_samples)
     num_frames = s.num_frames(num_samples)
     # Frame t covers padded[t * hop : t * hop + window]; zeros pad the edges as librosa's
     # centred frames do (see FrontendSettings.centre_pad).
@@ -133,5 +135,29 @@ def make_frontend(
         if norm_stats is not None:
             features = (features - mean) / std
         return features
+
+    return frontend
+
+
+def _speech_embedding_frontend(num_samples: int) -> Callable[[jax.Array], jax.Array]:
+    """waveforms [B, num_samples] -> [B, T, 32, 1]: `speechjax.features`' speech_embedding
+    front end (never normalised: the pretrained network expects its own scale)."""
+    pe = pretrained_embedding
+    matrices = pe.mel_matrices()
+    dft = np.concatenate([matrices.dft_real, matrices.dft_imag], axis=1)
+    num_frames = pe.num_frames(num_samples)
+    frame_index = np.arange(num_frames)[:, np.newaxis] * pe.HOP + np.arange(pe.FRAME)
+
+    def frontend(waveforms: jax.Array) -> jax.Array:
+        waveforms = jnp.asarray(waveforms, jnp.float32)
+        if waveforms.ndim != 2 or waveforms.shape[1] != num_samples:
+            raise ValueError(f"expected waveforms [batch, {num_samples}], got {waveforms.shape}")
+        padded = jnp.pad(waveforms * pe.INT16_SCALE, ((0, 0), (pe.PAD_SAMPLES, pe.PAD_SAMPLES)))
+        spectrum = jnp.matmul(padded[:, frame_index], dft, precision=_PRECISION)
+        real, imag = spectrum[..., : pe.BINS], spectrum[..., pe.BINS :]
+        mel = jnp.matmul(real * real + imag * imag, matrices.mel, precision=_PRECISION)
+        decibels = 10.0 * jnp.log10(jnp.maximum(mel, pe.POWER_FLOOR))
+        floor = jnp.max(decibels, axis=(1, 2), keepdims=True) - pe.TOP_DB
+        return (jnp.maximum(decibels, floor) / 10.0 + 2.0)[..., jnp.newaxis]
 
     return frontend

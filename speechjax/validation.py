@@ -199,6 +199,7 @@ def _field_rules(min_sample_rate: int) -> dict[str, _Rule]:
         "model.width_factor": _number(above=0),
         "model.sub_bands": _integer(),
         "model.spatial_dropout": _number(),
+        "model.head_units": _integer(),
         "train.batch_size": _integer(1),
         "train.epochs": _Rule(
             "an integer >= 1 (to test a trained run without training it, use --mode eval)",
@@ -388,7 +389,8 @@ def _check_across_fields(
         frontend,
         lambda: frontend_settings.output_shape(config.features, clip_samples, data.sample_rate),
     )
-    if input_shape is not None:
+    # The speech_embedding front end pads every clip; the model checks the length it needs.
+    if input_shape is not None and config.features.kind != "speech_embedding":
         kind = config.features.kind
         window = (
             frontend_settings.SEED_FRAME
@@ -403,6 +405,19 @@ def _check_across_fields(
                 f"samples, shorter than one analysis window of the {kind} front end ({window} "
                 f"samples{set_by}).",
             )
+    needed = registry.REQUIRED_FEATURES.get(config.model.name) if problems.clear("model") else None
+    if needed and problems.clear("features") and config.features.kind != needed:
+        problems.add(
+            ["features.kind"],
+            f"config.model.name={config.model.name!r} runs a pretrained network on its own "
+            f"front end: set features.kind={needed!r} (got {config.features.kind!r}).",
+        )
+    if needed and problems.clear("features") and config.features.normalize:
+        problems.add(
+            ["features.normalize"],
+            f"config.model.name={config.model.name!r}: the pretrained network expects its "
+            "front end's own scale; set features.normalize=False.",
+        )
     # Without an input shape (the front end's settings failed), the model's own options.
     problems.run(("model",), lambda: registry.check_config(config.model, input_shape))
     problems.run(("augment",), lambda: augment.check_config(config.augment))

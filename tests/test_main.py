@@ -139,7 +139,7 @@ def test_bad_settings_are_refused_before_any_data_is_read(tmp_path, workspace):
         "error: config.train.epochs=0: must be an integer >= 1 (to test a trained run without "
         "training it, use --mode eval).",
         "error: config.model.name='vgg16': must be one of alexnet, resnet18, resnet34, "
-        "resnet50, resnet32, densenet121, bcresnet.",
+        "resnet50, resnet32, densenet121, bcresnet, speech_embedding.",
         "error: config.train.optimizer='adagrad': must be one of adam, adamw, sgd.",
     ]
     assert "Traceback" not in result.stderr

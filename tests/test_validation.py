@@ -78,7 +78,7 @@ def test_every_field_has_a_rule():
         (
             dict(model__name="vgg16"),
             "config.model.name='vgg16': must be one of alexnet, resnet18, resnet34, resnet50, "
-            "resnet32, densenet121, bcresnet.",
+            "resnet32, densenet121, bcresnet, speech_embedding.",
         ),
         (
             dict(train__optimizer="adagrad"),
@@ -90,7 +90,7 @@ def test_every_field_has_a_rule():
         ),
         (
             dict(features__kind="stft"),
-            "config.features.kind='stft': must be one of seed, logmel, mfcc.",
+            "config.features.kind='stft': must be one of seed, logmel, mfcc, speech_embedding.",
         ),
         (
             dict(data__source="s3"),
@@ -180,7 +180,7 @@ def test_every_problem_is_reported_once():
         "config.train.batch_size=0: must be an integer >= 1.",
         "config.train.lr=-1.0: must be a finite number > 0.",
         "config.model.name='vgg16': must be one of alexnet, resnet18, resnet34, resnet50, "
-        "resnet32, densenet121, bcresnet.",
+        "resnet32, densenet121, bcresnet, speech_embedding.",
         "augment.noise_prob=2.0 must be in [0, 1].",
     ]
 

@@ -6,16 +6,16 @@ import ml_collections
 from flax import nnx
 
 from speechjax.errors import UserError
-from speechjax.models import alexnet, bcresnet, densenet, layers, resnet
+from speechjax.models import alexnet, bcresnet, densenet, layers, resnet, speech_embedding
 
 
-def _alexnet(cfg, in_channels, num_classes, **kw):
-    return alexnet.AlexNet(in_channels, num_classes, **kw)
+def _alexnet(cfg, input_shape, num_classes, **kw):
+    return alexnet.AlexNet(input_shape[2], num_classes, **kw)
 
 
 def _imagenet_resnet(name):
-    def build(cfg, in_channels, num_classes, **kw):
-        return resnet.imagenet_resnet(name, in_channels, num_classes, **kw)
+    def build(cfg, input_shape, num_classes, **kw):
+        return resnet.imagenet_resnet(name, input_shape[2], num_classes, **kw)
 
     return build
 
@@ -41,10 +41,10 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _resnet32(cfg, in_channels, num_classes, **kw):
+def _resnet32(cfg, input_shape, num_classes, **kw):
     widths = tuple(int(w) for w in cfg.widths)
     return resnet.cifar_resnet(
-        in_channels,
+        input_shape[2],
         num_classes,
         blocks_per_stage=int(cfg.blocks_per_stage),
         widths=widths,
@@ -53,8 +53,8 @@ def _resnet32(cfg, in_channels, num_classes, **kw):
     )
 
 
-def _densenet121(cfg, in_channels, num_classes, **kw):
-    return densenet.DenseNet(in_channels, num_classes, **kw)
+def _densenet121(cfg, input_shape, num_classes, **kw):
+    return densenet.DenseNet(input_shape[2], num_classes, **kw)
 
 
 def _no_options(cfg) -> None:
@@ -73,14 +73,25 @@ def _check_bcresnet(cfg) -> None:
         raise UserError(f"model.spatial_dropout must be in [0, 1), got {cfg.spatial_dropout}.")
 
 
-def _bcresnet(cfg, in_channels, num_classes, **kw):
+def _bcresnet(cfg, input_shape, num_classes, **kw):
     return bcresnet.BCResNet(
-        in_channels,
+        input_shape[2],
         num_classes,
         width_factor=float(cfg.width_factor),
         sub_bands=int(cfg.sub_bands),
         spatial_dropout=float(cfg.spatial_dropout),
         **kw,
+    )
+
+
+def _check_speech_embedding(cfg) -> None:
+    if not _is_int(cfg.head_units) or cfg.head_units < 1:
+        raise UserError(f"model.head_units must be an integer >= 1, got {cfg.head_units!r}.")
+
+
+def _speech_embedding(cfg, input_shape, num_classes, **kw):
+    return speech_embedding.SpeechEmbeddingClassifier(
+        int(input_shape[0]), num_classes, head_units=int(cfg.head_units), **kw
     )
 
 
@@ -102,7 +113,10 @@ _REGISTRY: dict[
     "resnet32": (_resnet32, _check_resnet32, ()),
     "densenet121": (_densenet121, _no_options, densenet.SIZE_OPS),
     "bcresnet": (_bcresnet, _check_bcresnet, bcresnet.SIZE_OPS),
+    "speech_embedding": (_speech_embedding, _check_speech_embedding, speech_embedding.SIZE_OPS),
 }
+# Models whose input is a pretrained network's, fixed: features.kind must be this, unnormalised.
+REQUIRED_FEATURES = {"speech_embedding": "speech_embedding"}
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
 
@@ -146,7 +160,7 @@ def create_model(
     build, _, _ = _REGISTRY[model_config.name]
     return build(
         model_config,
-        int(input_shape[2]),
+        tuple(int(size) for size in input_shape),
         num_classes,
         dropout=float(model_config.dropout),
         dtype=layers.compute_dtype(model_config.dtype),

@@ -1,0 +1,109 @@
+"""A classifier on Google's pretrained speech embedding: frozen network, trained head.
+
+Input: the `speech_embedding` front end's [B, T, 32, 1] (`speechjax.pretrained_embedding`).
+The frozen network runs over the whole clip at once rather than window by window: its
+convolutions are unpadded along time and its poolings stride 8 frames in all, so output
+step w is exactly the embedding of frames [8w, 8w + 76), as openWakeWord computes it one
+window at a time, for a ninth of the work on a one-second clip.
+
+The head: BatchNorm of the embeddings (they reach +-70; the head needs them near unit
+scale) -> the W embeddings of a clip concatenated -> Dropout -> Dense(`head_units`) -> ReLU
+-> Dropout -> Dense(classes). Only the head is trained (the frozen weights are
+`Pretrained` variables, not `nnx.Param`, so no gradient or optimiser reaches them, and
+checkpoints keep them like BatchNorm statistics).
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from speechjax import pretrained_embedding
+from speechjax.models import layers
+
+# The whole network is one window: 76 frames at least; the bins must be its 32.
+SIZE_OPS = layers.AxisSizeOps(
+    time=((pretrained_embedding.WINDOW_FRAMES, pretrained_embedding.EMBEDDING_STRIDE, 0),),
+    freq=((pretrained_embedding.N_MELS, 1, 0),),
+)
+
+
+class Pretrained(nnx.Variable):
+    """A weight of the frozen network: model state, never trained."""
+
+
+class _FrozenLayer(nnx.Module):
+    def __init__(self, layer: pretrained_embedding.Layer):
+        self.kind = layer.kind
+        self.pads = layer.pads
+        self.value = layer.value
+        self.window = layer.window
+        self.kernel = None if layer.kernel is None else Pretrained(jnp.asarray(layer.kernel))
+        self.bias = None if layer.bias is None else Pretrained(jnp.asarray(layer.bias))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.kind == "pad":
+            return jnp.pad(x, self.pads)
+        if self.kind == "conv":
+            y = layers.conv_general_dilated(
+                x,
+                self.kernel[...],
+                (1, 1),
+                self.pads,
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                precision=jax.lax.Precision.HIGHEST,
+            )
+            return y + self.bias[...]
+        if self.kind == "affine":
+            return x * self.kernel[...] + self.bias[...]
+        if self.kind == "relu":
+            return jax.nn.relu(x)
+        if self.kind == "leaky_relu":
+            return jax.nn.leaky_relu(x, self.value)
+        if self.kind == "floor":
+            return jnp.maximum(x, self.value)
+        if self.kind == "max_pool":
+            return nnx.max_pool(x, self.window, self.window, "VALID")
+        raise ValueError(f"unknown layer kind {self.kind!r}")
+
+
+class SpeechEmbeddingClassifier(nnx.Module):
+    """[B, T, 32, 1] log-mel (the speech_embedding front end) -> [B, num_classes] logits."""
+
+    def __init__(
+        self,
+        num_frames: int,
+        num_classes: int,
+        *,
+        head_units: int,
+        dropout: float,
+        dtype,
+        rngs: nnx.Rngs,
+    ):
+        self.frozen = nnx.List(
+            [_FrozenLayer(layer) for layer in pretrained_embedding.embedding_layers()]
+        )
+        embeddings = pretrained_embedding.num_embeddings(num_frames)
+        self.norm = layers.batch_norm(pretrained_embedding.EMBEDDING_DIM, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.hidden = nnx.Linear(
+            embeddings * pretrained_embedding.EMBEDDING_DIM,
+            head_units,
+            kernel_init=layers.torch_default_init,
+            bias_init=jax.nn.initializers.zeros,
+            dtype=dtype,
+            param_dtype=jnp.float32,
+            rngs=rngs,
+        )
+        self.head = layers.Head(head_units, num_classes, dropout, rngs=rngs)
+
+    def embed(self, x: jax.Array) -> jax.Array:
+        """[B, T, 32, 1] -> [B, W, 96]: the frozen network's embeddings, float32."""
+        x = x.astype(jnp.float32)
+        for layer in self.frozen:
+            x = layer(x)
+        return jax.lax.stop_gradient(x[:, :, 0, :])
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        embeddings = self.norm(self.embed(x))
+        flat = embeddings.reshape(embeddings.shape[0], -1)
+        return self.head(jax.nn.relu(self.hidden(self.dropout(flat))))
