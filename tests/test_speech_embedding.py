@@ -2,6 +2,7 @@
 are read from (run by ONNX Runtime), training that reaches the head only, clear errors."""
 
 import importlib.util
+import json
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,7 @@ from speechjax import features, jax_frontend, pretrained_embedding, validation
 from speechjax.errors import UserError
 from speechjax.models import create_model, speech_embedding
 from tests.conftest import tone
+from tests.helpers import run_main
 
 CLIP = 16000
 
@@ -134,3 +136,25 @@ def test_settings_the_pretrained_network_cannot_take_are_refused(overrides, key)
         cfg[section][field] = value
     with pytest.raises(UserError, match=key.replace("(", r"\(")):
         validation.validate(cfg)
+
+
+def test_trains_predicts_and_exports_end_to_end(workspace, tmp_path):
+    """main.py trains the model on the tiny synthetic set; every exported artifact (front end
+    and frozen network inside) gives the checkpoint's top-1 on its test split."""
+    workdir = tmp_path / "run"
+    overrides = [
+        "--config.model.name=speech_embedding",
+        "--config.model.head_units=16",
+        "--config.features.kind=speech_embedding",
+        "--config.features.normalize=False",
+        "--config.train.epochs=1",
+    ]
+    config_arg = ("--config", f"tests/tiny_config.py:{workspace}")
+    run_main(*config_arg, "--workdir", str(workdir), *overrides)
+    run_main(*config_arg, "--workdir", str(workdir), "--mode", "export")
+    record = json.loads((workdir / "export" / "export.json").read_text())
+    checks = record["verification"]["artifacts"]
+    for name in ("model.stablehlo", "model.tflite", "model.onnx"):
+        assert checks[name]["top1_agreement"] == 1.0, name
+        assert checks[name]["max_abs_diff"] < 1e-4, name
+    assert record["features"]["kind"] == "speech_embedding"
