@@ -127,6 +127,8 @@ def get_config() -> ml_collections.ConfigDict:
     model.spatial_dropout = 0.1
     # speech_embedding only: units of the hidden layer of the head on the embeddings.
     model.head_units = 256
+    # speech_embedding only: also train (fine-tune) the pretrained network, not just the head.
+    model.train_embedding = False
 
     config.train = train = ml_collections.ConfigDict()
     # Examples per step (global, over all devices).

@@ -68,7 +68,13 @@ def test_tf_and_jax_front_ends_equal_the_networks_own():
 def test_frozen_network_over_the_clip_equals_the_network_window_by_window():
     mel = np.stack([onnx_mel(clip) for clip in clips()]).astype(np.float32)
     model = speech_embedding.SpeechEmbeddingClassifier(
-        mel.shape[1], 4, head_units=8, dropout=0.0, dtype=jnp.float32, rngs=nnx.Rngs(0)
+        mel.shape[1],
+        4,
+        head_units=8,
+        train_embedding=False,
+        dropout=0.0,
+        dtype=jnp.float32,
+        rngs=nnx.Rngs(0),
     )
     embeddings = np.asarray(model.embed(jnp.asarray(mel[..., np.newaxis])))
     windows = [
@@ -158,3 +164,19 @@ def test_trains_predicts_and_exports_end_to_end(workspace, tmp_path):
         assert checks[name]["top1_agreement"] == 1.0, name
         assert checks[name]["max_abs_diff"] < 1e-4, name
     assert record["features"]["kind"] == "speech_embedding"
+
+
+def test_train_embedding_makes_the_network_parameters_too():
+    shape = (pretrained_embedding.num_frames(CLIP), 32, 1)
+    cfg = config().model
+    frozen = create_model(cfg, 5, shape, nnx.Rngs(params=0, dropout=1))
+    cfg.train_embedding = True
+    tuned = create_model(cfg, 5, shape, nnx.Rngs(params=0, dropout=1))
+    network = sum(x.size for x in jax.tree.leaves(nnx.state(frozen, speech_embedding.Pretrained)))
+    assert network > 300_000
+    assert not jax.tree.leaves(nnx.state(tuned, speech_embedding.Pretrained))
+    count = lambda m: sum(x.size for x in jax.tree.leaves(nnx.state(m, nnx.Param)))  # noqa: E731
+    assert count(tuned) == count(frozen) + network
+    x = jnp.asarray(np.random.default_rng(0).normal(2.0, 1.0, (2, *shape)), jnp.float32)
+    grads = jax.tree.leaves(nnx.grad(lambda m: jnp.sum(m(x) ** 2))(tuned)["pretrained"])
+    assert len(grads) > 40 and all(np.abs(np.asarray(g)).max() > 0 for g in grads)

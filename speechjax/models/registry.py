@@ -91,7 +91,11 @@ def _check_speech_embedding(cfg) -> None:
 
 def _speech_embedding(cfg, input_shape, num_classes, **kw):
     return speech_embedding.SpeechEmbeddingClassifier(
-        int(input_shape[0]), num_classes, head_units=int(cfg.head_units), **kw
+        int(input_shape[0]),
+        num_classes,
+        head_units=int(cfg.head_units),
+        train_embedding=bool(cfg.train_embedding),
+        **kw,
     )
 
 

@@ -10,7 +10,8 @@ The head: BatchNorm of the embeddings (they reach +-70; the head needs them near
 scale) -> the W embeddings of a clip concatenated -> Dropout -> Dense(`head_units`) -> ReLU
 -> Dropout -> Dense(classes). Only the head is trained (the frozen weights are
 `Pretrained` variables, not `nnx.Param`, so no gradient or optimiser reaches them, and
-checkpoints keep them like BatchNorm statistics).
+checkpoints keep them like BatchNorm statistics), unless `train_embedding` makes them
+parameters too (fine-tuning: the network then adapts to the training speech).
 """
 
 import jax
@@ -31,14 +32,14 @@ class Pretrained(nnx.Variable):
     """A weight of the frozen network: model state, never trained."""
 
 
-class _FrozenLayer(nnx.Module):
-    def __init__(self, layer: pretrained_embedding.Layer):
+class _PretrainedLayer(nnx.Module):
+    def __init__(self, layer: pretrained_embedding.Layer, variable: type[nnx.Variable]):
         self.kind = layer.kind
         self.pads = layer.pads
         self.value = layer.value
         self.window = layer.window
-        self.kernel = None if layer.kernel is None else Pretrained(jnp.asarray(layer.kernel))
-        self.bias = None if layer.bias is None else Pretrained(jnp.asarray(layer.bias))
+        self.kernel = None if layer.kernel is None else variable(jnp.asarray(layer.kernel))
+        self.bias = None if layer.bias is None else variable(jnp.asarray(layer.bias))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.kind == "pad":
@@ -75,12 +76,15 @@ class SpeechEmbeddingClassifier(nnx.Module):
         num_classes: int,
         *,
         head_units: int,
+        train_embedding: bool,
         dropout: float,
         dtype,
         rngs: nnx.Rngs,
     ):
-        self.frozen = nnx.List(
-            [_FrozenLayer(layer) for layer in pretrained_embedding.embedding_layers()]
+        self.train_embedding = train_embedding
+        variable = nnx.Param if train_embedding else Pretrained
+        self.pretrained = nnx.List(
+            [_PretrainedLayer(layer, variable) for layer in pretrained_embedding.embedding_layers()]
         )
         embeddings = pretrained_embedding.num_embeddings(num_frames)
         self.norm = layers.batch_norm(pretrained_embedding.EMBEDDING_DIM, dtype=dtype, rngs=rngs)
@@ -97,11 +101,12 @@ class SpeechEmbeddingClassifier(nnx.Module):
         self.head = layers.Head(head_units, num_classes, dropout, rngs=rngs)
 
     def embed(self, x: jax.Array) -> jax.Array:
-        """[B, T, 32, 1] -> [B, W, 96]: the frozen network's embeddings, float32."""
+        """[B, T, 32, 1] -> [B, W, 96]: the pretrained network's embeddings, float32."""
         x = x.astype(jnp.float32)
-        for layer in self.frozen:
+        for layer in self.pretrained:
             x = layer(x)
-        return jax.lax.stop_gradient(x[:, :, 0, :])
+        embeddings = x[:, :, 0, :]
+        return embeddings if self.train_embedding else jax.lax.stop_gradient(embeddings)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         embeddings = self.norm(self.embed(x))
