@@ -110,16 +110,23 @@ def _make_batch_loss(config: ml_collections.ConfigDict, num_classes: int):
             key_lam, key_perm = jax.random.split(jax.random.fold_in(mixup_key, step))
             lam = jax.random.beta(key_lam, mixup_alpha, mixup_alpha)
             partner = jax.random.permutation(key_perm, labels.shape[0])
-            images = lam * images + (1 - lam) * images[partner]
+            images = lam * images + (1 - lam) * _rows(images, partner)
         logits = model(images)
         loss = _cross_entropy(logits, labels, num_classes, label_smoothing)
         if mixup_alpha > 0:
-            partner_loss = _cross_entropy(logits, labels[partner], num_classes, label_smoothing)
+            partner_labels = _rows(labels, partner)
+            partner_loss = _cross_entropy(logits, partner_labels, num_classes, label_smoothing)
             loss = lam * loss + (1 - lam) * partner_loss
         mean_loss = jnp.sum(loss * mask) / jnp.maximum(jnp.sum(mask), 1.0)
         return mean_loss, (loss, logits)
 
     return batch_loss
+
+
+def _rows(x: jax.Array, rows: jax.Array) -> jax.Array:
+    """x[rows], laid out as x: on the mesh's explicitly sharded batch axis ("data") JAX
+    cannot infer a gather's output sharding and needs it said."""
+    return x.at[rows].get(out_sharding=jax.typeof(x).sharding)
 
 
 def _apply_gradients(state: TrainState, tx, grads, model_state) -> TrainState:

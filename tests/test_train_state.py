@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from speechjax import optim, train_state
+from speechjax import optim, sharding, train_state
 from speechjax.batch_keys import LABEL, MASK, SPECTROGRAM
 from tests import tiny_config
 
@@ -48,3 +48,21 @@ def _numbers(leaf):
     if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
         return jax.random.key_data(leaf)
     return leaf
+
+
+def test_mixup_runs_on_the_mesh_training_uses():
+    """The batch is explicitly sharded over 'data' in training: mixup's gather of partner
+    rows must say its output layout (it failed to trace before)."""
+    config = tiny_config.get_config()
+    config.augment.mixup_alpha = 0.2
+    tx = optim.create_optimizer(config.train, steps_per_epoch=1)
+    model_def, state = train_state.create_train_state(config, NUM_CLASSES, SHAPE, tx)
+    mesh = sharding.create_mesh()
+    step = jax.jit(
+        train_state.make_train_step(model_def, tx, config, NUM_CLASSES),
+        in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
+    )
+    batch = sharding.put_batch({k: np.asarray(v) for k, v in _batch(0).items()}, mesh)
+    state, metrics = step(sharding.put_replicated(state, mesh), batch)
+    assert int(state.step) == 1
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(metrics))
