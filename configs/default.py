@@ -127,8 +127,9 @@ def get_config() -> ml_collections.ConfigDict:
     model.spatial_dropout = 0.1
     # speech_embedding only: units of the hidden layer of the head on the embeddings.
     model.head_units = 256
-    # speech_embedding only: also train (fine-tune) the pretrained network, not just the head.
-    model.train_embedding = False
+    # speech_embedding only: how many of the pretrained network's last convolutions (of 20)
+    # are fine-tuned with the head; 0 keeps the network frozen.
+    model.tuned_convs = 0
 
     config.train = train = ml_collections.ConfigDict()
     # Examples per step (global, over all devices).

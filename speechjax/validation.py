@@ -200,7 +200,7 @@ def _field_rules(min_sample_rate: int) -> dict[str, _Rule]:
         "model.sub_bands": _integer(),
         "model.spatial_dropout": _number(),
         "model.head_units": _integer(),
-        "model.train_embedding": _FLAG,
+        "model.tuned_convs": _integer(),
         "train.batch_size": _integer(1),
         "train.epochs": _Rule(
             "an integer >= 1 (to test a trained run without training it, use --mode eval)",

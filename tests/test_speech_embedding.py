@@ -71,7 +71,7 @@ def test_frozen_network_over_the_clip_equals_the_network_window_by_window():
         mel.shape[1],
         4,
         head_units=8,
-        train_embedding=False,
+        tuned_convs=0,
         dropout=0.0,
         dtype=jnp.float32,
         rngs=nnx.Rngs(0),
@@ -166,17 +166,35 @@ def test_trains_predicts_and_exports_end_to_end(workspace, tmp_path):
     assert record["features"]["kind"] == "speech_embedding"
 
 
-def test_train_embedding_makes_the_network_parameters_too():
+@pytest.mark.parametrize("tuned", [2, 20])
+def test_tuned_convs_makes_the_last_convolutions_parameters(tuned):
     shape = (pretrained_embedding.num_frames(CLIP), 32, 1)
     cfg = config().model
     frozen = create_model(cfg, 5, shape, nnx.Rngs(params=0, dropout=1))
-    cfg.train_embedding = True
-    tuned = create_model(cfg, 5, shape, nnx.Rngs(params=0, dropout=1))
-    network = sum(x.size for x in jax.tree.leaves(nnx.state(frozen, speech_embedding.Pretrained)))
-    assert network > 300_000
-    assert not jax.tree.leaves(nnx.state(tuned, speech_embedding.Pretrained))
-    count = lambda m: sum(x.size for x in jax.tree.leaves(nnx.state(m, nnx.Param)))  # noqa: E731
-    assert count(tuned) == count(frozen) + network
+    cfg.tuned_convs = tuned
+    model = create_model(cfg, 5, shape, nnx.Rngs(params=0, dropout=1))
+    network = pretrained_embedding.embedding_layers()
+    convs = [layer for layer in network if layer.kind == "conv"]
+    assert len(convs) == speech_embedding.conv_count() == 20
+    first = speech_embedding.first_tuned_layer(network, tuned)
+    assert network[first] is convs[-tuned]
+    # Every weight from the first tuned convolution on moves to the parameters.
+    moved = sum(
+        layer.kernel.size + layer.bias.size for layer in network[first:] if layer.kernel is not None
+    )
+    count = lambda m, kind: sum(x.size for x in jax.tree.leaves(nnx.state(m, kind)))  # noqa: E731
+    assert count(model, nnx.Param) == count(frozen, nnx.Param) + moved
+    assert (
+        count(model, speech_embedding.Pretrained)
+        == count(frozen, speech_embedding.Pretrained) - moved
+    )
     x = jnp.asarray(np.random.default_rng(0).normal(2.0, 1.0, (2, *shape)), jnp.float32)
-    grads = jax.tree.leaves(nnx.grad(lambda m: jnp.sum(m(x) ** 2))(tuned)["pretrained"])
-    assert len(grads) > 40 and all(np.abs(np.asarray(g)).max() > 0 for g in grads)
+    grads = jax.tree.leaves(nnx.grad(lambda m: jnp.sum(m(x) ** 2))(model)["pretrained"])
+    assert grads and all(np.abs(np.asarray(g)).max() > 0 for g in grads)
+
+
+def test_tuned_convs_outside_the_network_is_refused():
+    cfg = config()
+    cfg.model.tuned_convs = 21
+    with pytest.raises(UserError, match=r"model.tuned_convs must be an integer in 0..20"):
+        validation.validate(cfg)

@@ -87,6 +87,12 @@ def _bcresnet(cfg, input_shape, num_classes, **kw):
 def _check_speech_embedding(cfg) -> None:
     if not _is_int(cfg.head_units) or cfg.head_units < 1:
         raise UserError(f"model.head_units must be an integer >= 1, got {cfg.head_units!r}.")
+    convs = speech_embedding.conv_count()
+    if not _is_int(cfg.tuned_convs) or not 0 <= cfg.tuned_convs <= convs:
+        raise UserError(
+            f"model.tuned_convs must be an integer in 0..{convs} (the pretrained network's "
+            f"convolutions; 0 keeps it frozen), got {cfg.tuned_convs!r}."
+        )
 
 
 def _speech_embedding(cfg, input_shape, num_classes, **kw):
@@ -94,7 +100,7 @@ def _speech_embedding(cfg, input_shape, num_classes, **kw):
         int(input_shape[0]),
         num_classes,
         head_units=int(cfg.head_units),
-        train_embedding=bool(cfg.train_embedding),
+        tuned_convs=int(cfg.tuned_convs),
         **kw,
     )
 

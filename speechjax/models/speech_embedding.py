@@ -10,8 +10,10 @@ The head: BatchNorm of the embeddings (they reach +-70; the head needs them near
 scale) -> the W embeddings of a clip concatenated -> Dropout -> Dense(`head_units`) -> ReLU
 -> Dropout -> Dense(classes). Only the head is trained (the frozen weights are
 `Pretrained` variables, not `nnx.Param`, so no gradient or optimiser reaches them, and
-checkpoints keep them like BatchNorm statistics), unless `train_embedding` makes them
-parameters too (fine-tuning: the network then adapts to the training speech).
+checkpoints keep them like BatchNorm statistics), except in the last `tuned_convs`
+convolutions and the layers after them, which are parameters fine-tuned with the head: the
+network's top then adapts to the training speech, and the backward pass stops where the
+frozen layers begin (most of the network's work is in its first, widest layers).
 """
 
 import jax
@@ -67,6 +69,20 @@ class _PretrainedLayer(nnx.Module):
         raise ValueError(f"unknown layer kind {self.kind!r}")
 
 
+def conv_count() -> int:
+    """Convolutions in the pretrained network (the most `tuned_convs` can be)."""
+    return sum(layer.kind == "conv" for layer in pretrained_embedding.embedding_layers())
+
+
+def first_tuned_layer(network: tuple[pretrained_embedding.Layer, ...], tuned_convs: int) -> int:
+    """Index of the first layer fine-tuned when the last `tuned_convs` convolutions are
+    (len(network) when none is): that convolution, and everything after it."""
+    convs = [i for i, layer in enumerate(network) if layer.kind == "conv"]
+    if not 0 <= tuned_convs <= len(convs):
+        raise ValueError(f"tuned_convs={tuned_convs} outside 0..{len(convs)}")
+    return convs[len(convs) - tuned_convs] if tuned_convs else len(network)
+
+
 class SpeechEmbeddingClassifier(nnx.Module):
     """[B, T, 32, 1] log-mel (the speech_embedding front end) -> [B, num_classes] logits."""
 
@@ -76,15 +92,18 @@ class SpeechEmbeddingClassifier(nnx.Module):
         num_classes: int,
         *,
         head_units: int,
-        train_embedding: bool,
+        tuned_convs: int,
         dropout: float,
         dtype,
         rngs: nnx.Rngs,
     ):
-        self.train_embedding = train_embedding
-        variable = nnx.Param if train_embedding else Pretrained
+        network = pretrained_embedding.embedding_layers()
+        self.frozen_layers = first_tuned_layer(network, tuned_convs)
         self.pretrained = nnx.List(
-            [_PretrainedLayer(layer, variable) for layer in pretrained_embedding.embedding_layers()]
+            [
+                _PretrainedLayer(layer, Pretrained if i < self.frozen_layers else nnx.Param)
+                for i, layer in enumerate(network)
+            ]
         )
         embeddings = pretrained_embedding.num_embeddings(num_frames)
         self.norm = layers.batch_norm(pretrained_embedding.EMBEDDING_DIM, dtype=dtype, rngs=rngs)
@@ -103,10 +122,13 @@ class SpeechEmbeddingClassifier(nnx.Module):
     def embed(self, x: jax.Array) -> jax.Array:
         """[B, T, 32, 1] -> [B, W, 96]: the pretrained network's embeddings, float32."""
         x = x.astype(jnp.float32)
-        for layer in self.pretrained:
+        for i, layer in enumerate(self.pretrained):
+            if i == self.frozen_layers:
+                x = jax.lax.stop_gradient(x)  # no backward pass through the frozen layers
             x = layer(x)
-        embeddings = x[:, :, 0, :]
-        return embeddings if self.train_embedding else jax.lax.stop_gradient(embeddings)
+        if self.frozen_layers == len(self.pretrained):
+            x = jax.lax.stop_gradient(x)
+        return x[:, :, 0, :]
 
     def __call__(self, x: jax.Array) -> jax.Array:
         embeddings = self.norm(self.embed(x))
