@@ -8,12 +8,13 @@ window at a time, for a ninth of the work on a one-second clip.
 
 The head: BatchNorm of the embeddings (they reach +-70; the head needs them near unit
 scale) -> the W embeddings of a clip concatenated -> Dropout -> Dense(`head_units`) -> ReLU
--> Dropout -> Dense(classes). Only the head is trained (the frozen weights are
-`Pretrained` variables, not `nnx.Param`, so no gradient or optimiser reaches them, and
-checkpoints keep them like BatchNorm statistics), except in the last `tuned_convs`
-convolutions and the layers after them, which are parameters fine-tuned with the head: the
-network's top then adapts to the training speech, and the backward pass stops where the
-frozen layers begin (most of the network's work is in its first, widest layers).
+-> Dropout -> Dense(classes).
+
+By default only the head is trained: the network's weights are `Pretrained` variables, not
+`nnx.Param`, so no gradient or optimiser reaches them, and checkpoints keep them like
+BatchNorm statistics. With `tuned_convs` = N, the last N convolutions and the layers after
+them are parameters fine-tuned with the head (the network's top adapts to the training
+speech), and the backward pass stops where the frozen layers begin.
 """
 
 import jax
@@ -35,6 +36,8 @@ class Pretrained(nnx.Variable):
 
 
 class _PretrainedLayer(nnx.Module):
+    """One `pretrained_embedding.Layer`, its weights held as `variable` (frozen or trained)."""
+
     def __init__(self, layer: pretrained_embedding.Layer, variable: type[nnx.Variable]):
         self.kind = layer.kind
         self.pads = layer.pads
