@@ -66,7 +66,7 @@ def make_frontend(features_config, sample_rate: int) -> Callable[[tf.Tensor], tf
     if p.kind == "seed":
         spectrogram_fn = _seed_spectrogram_fn(sample_rate)
     elif p.kind == "speech_embedding":
-        spectrogram_fn = _speech_embedding_mel
+        spectrogram_fn = _speech_embedding_fn()
     else:
         spectrogram_fn = _logmel_fn(p, sample_rate)
 
@@ -240,19 +240,23 @@ def _logmel_fn(p: FrontendSettings, sample_rate: int) -> Callable[[tf.Tensor], t
     return spectrogram
 
 
-def _speech_embedding_mel(waveform: tf.Tensor) -> tf.Tensor:
+def _speech_embedding_fn() -> Callable[[tf.Tensor], tf.Tensor]:
     """[..., N] -> [..., T, 32]: the pretrained speech embedding's log-mel, scaled as it expects."""
     pe = pretrained_embedding
     matrices = pe.mel_matrices()
     dft = tf.constant(np.concatenate([matrices.dft_real, matrices.dft_imag], axis=1))
-    padded = tf.pad(
-        waveform * pe.INT16_SCALE,
-        [[0, 0]] * (waveform.shape.rank - 1) + [[pe.PAD_SAMPLES, pe.PAD_SAMPLES]],
-    )
-    frames = tf.signal.frame(padded, pe.FRAME, pe.HOP)
-    spectrum = tf.tensordot(frames, dft, 1)
-    real, imag = spectrum[..., : pe.BINS], spectrum[..., pe.BINS :]
-    mel = tf.tensordot(real * real + imag * imag, tf.constant(matrices.mel), 1)
-    decibels = 10.0 * tf.math.log(tf.maximum(mel, pe.POWER_FLOOR)) / np.log(10.0)
-    floor = tf.reduce_max(decibels, axis=[-2, -1], keepdims=True) - pe.TOP_DB
-    return tf.maximum(decibels, floor) / 10.0 + 2.0
+    mel_weights = tf.constant(matrices.mel)
+
+    def spectrogram(waveform: tf.Tensor) -> tf.Tensor:
+        padded = tf.pad(
+            waveform * pe.INT16_SCALE,
+            [[0, 0]] * (waveform.shape.rank - 1) + [[pe.PAD_SAMPLES, pe.PAD_SAMPLES]],
+        )
+        spectrum = tf.tensordot(tf.signal.frame(padded, pe.FRAME, pe.HOP), dft, 1)
+        real, imag = spectrum[..., : pe.BINS], spectrum[..., pe.BINS :]
+        mel = tf.tensordot(real * real + imag * imag, mel_weights, 1)
+        decibels = 10.0 * tf.math.log(tf.maximum(mel, pe.POWER_FLOOR)) / np.log(10.0)
+        floor = tf.reduce_max(decibels, axis=[-2, -1], keepdims=True) - pe.TOP_DB
+        return tf.maximum(decibels, floor) / 10.0 + 2.0
+
+    return spectrogram
