@@ -130,6 +130,12 @@ def get_config() -> ml_collections.ConfigDict:
     # speech_embedding only: how many of the pretrained network's last convolutions (of 20)
     # are fine-tuned with the head; 0 keeps the network frozen.
     model.tuned_convs = 0
+    # speech_embedding only: a spectrogram CNN (a model name above, built from its own
+    # model.* fields) trained beside the head on the same front end, each on its own loss;
+    # "" for none. The two predict together as softmax((1 - w) log p_head + w log p_cnn),
+    # w = cnn_branch_weight (models/pooled.py).
+    model.cnn_branch = ""
+    model.cnn_branch_weight = 0.3
 
     config.train = train = ml_collections.ConfigDict()
     # Examples per step (global, over all devices).

@@ -111,16 +111,29 @@ def _make_batch_loss(config: ml_collections.ConfigDict, num_classes: int):
             lam = jax.random.beta(key_lam, mixup_alpha, mixup_alpha)
             partner = jax.random.permutation(key_perm, labels.shape[0])
             images = lam * images + (1 - lam) * _rows(images, partner)
-        logits = model(images)
-        loss = _cross_entropy(logits, labels, num_classes, label_smoothing)
+        logits, trained_logits = _training_outputs(model(images))
+
+        def loss_for(targets):
+            # One cross-entropy per member of a pooled model (models.pooled), summed: each
+            # member learns as if alone.
+            members = _cross_entropy(trained_logits, targets[:, None], num_classes, label_smoothing)
+            return jnp.sum(members, axis=-1)
+
+        loss = loss_for(labels)
         if mixup_alpha > 0:
-            partner_labels = _rows(labels, partner)
-            partner_loss = _cross_entropy(logits, partner_labels, num_classes, label_smoothing)
-            loss = lam * loss + (1 - lam) * partner_loss
+            loss = lam * loss + (1 - lam) * loss_for(_rows(labels, partner))
         mean_loss = jnp.sum(loss * mask) / jnp.maximum(jnp.sum(mask), 1.0)
         return mean_loss, (loss, logits)
 
     return batch_loss
+
+
+def _training_outputs(outputs) -> tuple[jax.Array, jax.Array]:
+    """A training-mode forward pass -> (logits [B, C] for the metrics, the logits the loss
+    trains [B, K, C]): K = 1 for a plain network; a pooled model gives its members'."""
+    if isinstance(outputs, tuple):
+        return outputs
+    return outputs, outputs[:, None]
 
 
 def _rows(x: jax.Array, rows: jax.Array) -> jax.Array:

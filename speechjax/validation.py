@@ -201,6 +201,8 @@ def _field_rules(min_sample_rate: int) -> dict[str, _Rule]:
         "model.spatial_dropout": _number(),
         "model.head_units": _integer(),
         "model.tuned_convs": _integer(),
+        "model.cnn_branch": _TEXT,
+        "model.cnn_branch_weight": _number(above=0, below=1),
         "train.batch_size": _integer(1),
         "train.epochs": _Rule(
             "an integer >= 1 (to test a trained run without training it, use --mode eval)",

@@ -17,7 +17,6 @@ from flax import nnx
 from configs import default
 from speechjax.errors import UserError
 from speechjax.models import (
-    MODEL_NAMES,
     alexnet,
     bcresnet,
     create_model,
@@ -26,10 +25,10 @@ from speechjax.models import (
     resnet,
     set_training,
 )
+from speechjax.models.registry import CNN_NAMES
 
 # The networks trained on spectrograms from scratch; speech_embedding (a frozen pretrained
 # network with an input of its own) is tested in test_speech_embedding.py.
-CNN_NAMES = tuple(name for name in MODEL_NAMES if name != "speech_embedding")
 
 # Input sizes the configs feed: log-mel with 40/64/128 bands, seed STFT resized to 224 x 224
 # and unresized (32 x 257).

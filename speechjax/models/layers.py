@@ -244,9 +244,13 @@ def _minimum_size(ops: SizeOps) -> int:
 
 
 def check_input_size(
-    model_name: str, input_shape: tuple[int, int, int], ops: SizeOps | AxisSizeOps
+    model_name: str,
+    input_shape: tuple[int, int, int],
+    ops: SizeOps | AxisSizeOps,
+    remedy: str | None = None,
 ) -> None:
-    """Raise a UserError naming the minimum input size if `input_shape` shrinks to nothing.
+    """Raise a UserError naming the minimum input size if `input_shape` shrinks to nothing,
+    and what to do (`remedy`; by default, resize the features or add mel bands).
 
     `ops` apply to both axes, or per axis as an AxisSizeOps."""
     time_ops, freq_ops = (ops.time, ops.freq) if isinstance(ops, AxisSizeOps) else (ops, ops)
@@ -255,9 +259,12 @@ def check_input_size(
         return
     min_time, min_freq = _minimum_size(time_ops), _minimum_size(freq_ops)
     example = (max(min_time, 224), max(min_freq, 224))
+    if remedy is None:
+        remedy = (
+            f"Set features.resize to at least ({min_time}, {min_freq}) (e.g. "
+            f"--config.features.resize='{example}'), or use more mel bands (features.n_mels)."
+        )
     raise UserError(
         f"{model_name} needs inputs of at least {min_time} x {min_freq} (time frames x frequency "
-        f"bins), but the features are {time_frames} x {freq_bins}. Set features.resize to at "
-        f"least ({min_time}, {min_freq}) (e.g. --config.features.resize='{example}'), or use "
-        "more mel bands (features.n_mels)."
+        f"bins), but the features are {time_frames} x {freq_bins}. {remedy}"
     )
