@@ -54,7 +54,8 @@ def get_config() -> ml_collections.ConfigDict:
     synthetic.noise_level = 0.05
 
     config.features = features = ml_collections.ConfigDict()
-    # Front end: "seed" (the original's STFT), "logmel" or "mfcc".
+    # Front end: "seed" (the original's STFT), "logmel", "mfcc" or "speech_embedding" (the
+    # 32-band log-mel of Google's pretrained speech embedding, 147 x 32 per second).
     features.kind = "logmel"
     # logmel/mfcc: window and hop in milliseconds.
     features.window_ms = 25.0
@@ -63,6 +64,9 @@ def get_config() -> ml_collections.ConfigDict:
     features.n_mels = 40
     features.fmin = 20.0
     features.fmax = 7600.0
+    # speech_embedding only: log-mel bands over fmin..fmax appended after the network's 32
+    # (which stop at 3.8 kHz), for the CNN of model.cnn_branch; 0 for none.
+    features.branch_mels = 0
     # mfcc: number of cepstral coefficients kept.
     features.n_mfcc = 20
     # Channels: 1 = the spectrogram; 3 = [S, S, S], or [S, dS, ddS] when deltas=True.

@@ -43,6 +43,7 @@ from speechjax.frontend_settings import (
     SEED_FRAME,
     SEED_HOP,
     FrontendSettings,
+    branch_filterbank,
     mel_filterbank,
     periodic_hann,
     settings,
@@ -66,7 +67,7 @@ def make_frontend(features_config, sample_rate: int) -> Callable[[tf.Tensor], tf
     if p.kind == "seed":
         spectrogram_fn = _seed_spectrogram_fn(sample_rate)
     elif p.kind == "speech_embedding":
-        spectrogram_fn = _speech_embedding_fn()
+        spectrogram_fn = _speech_embedding_fn(p)
     else:
         spectrogram_fn = _logmel_fn(p, sample_rate)
 
@@ -240,12 +241,21 @@ def _logmel_fn(p: FrontendSettings, sample_rate: int) -> Callable[[tf.Tensor], t
     return spectrogram
 
 
-def _speech_embedding_fn() -> Callable[[tf.Tensor], tf.Tensor]:
-    """[..., N] -> [..., T, 32]: the pretrained speech embedding's log-mel, scaled as it expects."""
+def _speech_embedding_fn(p: FrontendSettings) -> Callable[[tf.Tensor], tf.Tensor]:
+    """[..., N] -> [..., T, 32 + branch_mels]: the pretrained speech embedding's log-mel,
+    scaled as it expects, then the branch's bands, scaled alike."""
     pe = pretrained_embedding
     matrices = pe.mel_matrices()
     dft = tf.constant(np.concatenate([matrices.dft_real, matrices.dft_imag], axis=1))
-    mel_weights = tf.constant(matrices.mel)
+    filterbanks = [tf.constant(matrices.mel)]
+    if p.branch_mels:
+        filterbanks.append(tf.constant(branch_filterbank(p)))
+
+    def scaled_decibels(power: tf.Tensor, filterbank: tf.Tensor) -> tf.Tensor:
+        mel = tf.tensordot(power, filterbank, 1)
+        decibels = 10.0 * tf.math.log(tf.maximum(mel, pe.POWER_FLOOR)) / np.log(10.0)
+        floor = tf.reduce_max(decibels, axis=[-2, -1], keepdims=True) - pe.TOP_DB
+        return tf.maximum(decibels, floor) / 10.0 + 2.0
 
     def spectrogram(waveform: tf.Tensor) -> tf.Tensor:
         padded = tf.pad(
@@ -254,9 +264,7 @@ def _speech_embedding_fn() -> Callable[[tf.Tensor], tf.Tensor]:
         )
         spectrum = tf.tensordot(tf.signal.frame(padded, pe.FRAME, pe.HOP), dft, 1)
         real, imag = spectrum[..., : pe.BINS], spectrum[..., pe.BINS :]
-        mel = tf.tensordot(real * real + imag * imag, mel_weights, 1)
-        decibels = 10.0 * tf.math.log(tf.maximum(mel, pe.POWER_FLOOR)) / np.log(10.0)
-        floor = tf.reduce_max(decibels, axis=[-2, -1], keepdims=True) - pe.TOP_DB
-        return tf.maximum(decibels, floor) / 10.0 + 2.0
+        power = real * real + imag * imag
+        return tf.concat([scaled_decibels(power, bank) for bank in filterbanks], axis=-1)
 
     return spectrogram

@@ -41,6 +41,9 @@ class FrontendSettings:
     fmin: float = 0.0
     fmax: float = 0.0
     n_mfcc: int = 0
+    # speech_embedding only: log-mel bands over fmin..fmax appended after the network's 32,
+    # for a CNN pooled with its head (model.cnn_branch); the network's bands stop at 3.8 kHz.
+    branch_mels: int = 0
 
     @property
     def centre_pad(self) -> int:
@@ -80,10 +83,15 @@ def settings(config, sample_rate: int) -> FrontendSettings:
         deltas=bool(config.deltas),
         resize=tuple(int(s) for s in resize),
     )
+    if config.branch_mels and config.kind != "speech_embedding":
+        raise UserError(
+            f"features.branch_mels={config.branch_mels} adds bands to the speech_embedding "
+            "front end only; set it to 0 or use features.kind='speech_embedding'."
+        )
     if config.kind == "seed":
         return FrontendSettings(**common)
     if config.kind == "speech_embedding":
-        return _speech_embedding_settings(common, sample_rate)
+        return _speech_embedding_settings(config, common, sample_rate)
     window = round(config.window_ms * sample_rate / 1000)
     hop = round(config.hop_ms * sample_rate / 1000)
     if window < 2:
@@ -113,8 +121,9 @@ def settings(config, sample_rate: int) -> FrontendSettings:
     )
 
 
-def _speech_embedding_settings(common: dict, sample_rate: int) -> FrontendSettings:
-    """Fixed by the pretrained network: 16 kHz, 32 bands, one channel, natural size."""
+def _speech_embedding_settings(config, common: dict, sample_rate: int) -> FrontendSettings:
+    """Fixed by the pretrained network: 16 kHz, 32 bands, one channel, natural size; and
+    `features.branch_mels` more bands over features.fmin..fmax."""
     if sample_rate != pretrained_embedding.SAMPLE_RATE:
         raise UserError(
             f"features.kind='speech_embedding' needs data.sample_rate="
@@ -125,12 +134,33 @@ def _speech_embedding_settings(common: dict, sample_rate: int) -> FrontendSettin
             "features.kind='speech_embedding' gives the pretrained network its own input: "
             "set features.channels=1, features.deltas=False and features.resize=()."
         )
+    branch_mels = config.branch_mels
+    if branch_mels:
+        if not 1 <= branch_mels <= MAX_MELS:
+            raise UserError(
+                f"features.branch_mels={branch_mels} must be 0 (none) or in 1..{MAX_MELS}."
+            )
+        if not 0 <= config.fmin < config.fmax <= sample_rate / 2:
+            raise UserError(
+                f"features.fmin={config.fmin} and features.fmax={config.fmax} (the range of "
+                f"features.branch_mels) need 0 <= fmin < fmax <= {sample_rate / 2}."
+            )
     return FrontendSettings(
         **common,
         window=pretrained_embedding.FRAME,
         hop=pretrained_embedding.HOP,
         fft_length=pretrained_embedding.FRAME,
         n_mels=pretrained_embedding.N_MELS,
+        fmin=float(config.fmin),
+        fmax=float(config.fmax),
+        branch_mels=int(branch_mels),
+    )
+
+
+def branch_filterbank(s: FrontendSettings) -> np.ndarray:
+    """[bins, branch_mels] mel filters over the pretrained network's own DFT bins."""
+    return mel_filterbank(
+        pretrained_embedding.SAMPLE_RATE, s.fft_length, s.branch_mels, s.fmin, s.fmax
     )
 
 
@@ -141,7 +171,7 @@ def output_shape(features_config, num_samples: int, sample_rate: int) -> tuple[i
         return (*s.resize, s.channels)
     if s.kind == "seed":
         return (s.num_frames(num_samples), SEED_BINS, s.channels)
-    bins = s.n_mfcc if s.kind == "mfcc" else s.n_mels
+    bins = s.n_mfcc if s.kind == "mfcc" else s.n_mels + s.branch_mels
     return (s.num_frames(num_samples), bins, s.channels)
 
 

@@ -87,7 +87,7 @@ def make_frontend(
             "or train with features.kind=logmel or mfcc."
         )
     if s.kind == "speech_embedding":
-        return _speech_embedding_frontend(num_samples)
+        return _speech_embedding_frontend(s, num_samples)
     num_frames = s.num_frames(num_samples)
     # Frame t covers padded[t * hop : t * hop + window]; zeros pad the edges as librosa's
     # centred frames do (see FrontendSettings.centre_pad).
@@ -139,14 +139,26 @@ def make_frontend(
     return frontend
 
 
-def _speech_embedding_frontend(num_samples: int) -> Callable[[jax.Array], jax.Array]:
-    """waveforms [B, num_samples] -> [B, T, 32, 1]: `speechjax.features`' speech_embedding
-    front end (never normalised: the pretrained network expects its own scale)."""
+def _speech_embedding_frontend(
+    s: frontend_settings.FrontendSettings, num_samples: int
+) -> Callable[[jax.Array], jax.Array]:
+    """waveforms [B, num_samples] -> [B, T, 32 + branch_mels, 1]: `speechjax.features`'
+    speech_embedding front end (never normalised: the pretrained network expects its own
+    scale)."""
     pe = pretrained_embedding
     matrices = pe.mel_matrices()
     dft = np.concatenate([matrices.dft_real, matrices.dft_imag], axis=1)
+    filterbanks = [matrices.mel]
+    if s.branch_mels:
+        filterbanks.append(frontend_settings.branch_filterbank(s))
     num_frames = pe.num_frames(num_samples)
     frame_index = np.arange(num_frames)[:, np.newaxis] * pe.HOP + np.arange(pe.FRAME)
+
+    def scaled_decibels(power: jax.Array, filterbank: np.ndarray) -> jax.Array:
+        mel = jnp.matmul(power, filterbank, precision=_PRECISION)
+        decibels = 10.0 * jnp.log10(jnp.maximum(mel, pe.POWER_FLOOR))
+        floor = jnp.max(decibels, axis=(1, 2), keepdims=True) - pe.TOP_DB
+        return jnp.maximum(decibels, floor) / 10.0 + 2.0
 
     def frontend(waveforms: jax.Array) -> jax.Array:
         waveforms = jnp.asarray(waveforms, jnp.float32)
@@ -155,9 +167,8 @@ def _speech_embedding_frontend(num_samples: int) -> Callable[[jax.Array], jax.Ar
         padded = jnp.pad(waveforms * pe.INT16_SCALE, ((0, 0), (pe.PAD_SAMPLES, pe.PAD_SAMPLES)))
         spectrum = jnp.matmul(padded[:, frame_index], dft, precision=_PRECISION)
         real, imag = spectrum[..., : pe.BINS], spectrum[..., pe.BINS :]
-        mel = jnp.matmul(real * real + imag * imag, matrices.mel, precision=_PRECISION)
-        decibels = 10.0 * jnp.log10(jnp.maximum(mel, pe.POWER_FLOOR))
-        floor = jnp.max(decibels, axis=(1, 2), keepdims=True) - pe.TOP_DB
-        return (jnp.maximum(decibels, floor) / 10.0 + 2.0)[..., jnp.newaxis]
+        power = real * real + imag * imag
+        bands = [scaled_decibels(power, bank) for bank in filterbanks]
+        return jnp.concatenate(bands, axis=-1)[..., jnp.newaxis]
 
     return frontend

@@ -24,6 +24,15 @@ DEFINING_GROUPS = ("model", "features")
 DATA_FIELDS = ("sample_rate", "clip_seconds")
 # Data settings that say where clips come from: the same values mean "the training data".
 SOURCE_FIELDS = ("source", "dir", "layout", "classes_file", "data_dir", "cache_dir", "synthetic")
+# model.* and features.* fields added after checkpoints had been written, each with the value
+# that rebuilds what such a checkpoint holds: an older checkpoint's config is read with them.
+FEATURES_FIELDS_ADDED = {"branch_mels": 0}
+MODEL_FIELDS_ADDED = {
+    "head_units": 256,
+    "tuned_convs": 0,
+    "cnn_branch": "",
+    "cnn_branch_weight": 0.3,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,8 +133,8 @@ class RunMetadata:
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> "RunMetadata":
         return cls(
-            model=dict(record["model"]),
-            features=dict(record["features"]),
+            model={**MODEL_FIELDS_ADDED, **record["model"]},
+            features={**FEATURES_FIELDS_ADDED, **record["features"]},
             sample_rate=int(record["sample_rate"]),
             clip_seconds=float(record["clip_seconds"]),
             class_names=tuple(record["class_names"]),

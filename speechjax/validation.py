@@ -169,6 +169,7 @@ def _field_rules(min_sample_rate: int) -> dict[str, _Rule]:
         "features.fmin": _number(),
         "features.fmax": _number(),
         "features.n_mfcc": _integer(),
+        "features.branch_mels": _integer(),
         "features.channels": _integer(),
         "features.deltas": _FLAG,
         "features.resize": _INTEGERS,
@@ -420,6 +421,14 @@ def _check_across_fields(
             ["features.normalize"],
             f"config.model.name={config.model.name!r}: the pretrained network expects its "
             "front end's own scale; set features.normalize=False.",
+        )
+    branch_mels = config.features.branch_mels
+    if branch_mels and problems.clear("model") and not (needed and config.model.cnn_branch):
+        problems.add(
+            ["features.branch_mels"],
+            f"config.features.branch_mels={branch_mels!r} feeds the CNN of model.cnn_branch, "
+            "which this model has not: set model.cnn_branch (with model.name="
+            "'speech_embedding') or features.branch_mels=0.",
         )
     # Without an input shape (the front end's settings failed), the model's own options.
     problems.run(("model",), lambda: registry.check_config(config.model, input_shape))

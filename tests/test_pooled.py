@@ -7,13 +7,24 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
+import tensorflow as tf
 from flax import nnx
 
 from configs import speech_embedding as speech_embedding_config
-from speechjax import pretrained_embedding, train_state, validation
+from speechjax import (
+    features,
+    frontend_settings,
+    inference,
+    jax_frontend,
+    pretrained_embedding,
+    run,
+    train_state,
+    validation,
+)
 from speechjax.batch_keys import LABEL, MASK, SPECTROGRAM
 from speechjax.errors import UserError
 from speechjax.models import create_model, pooled, set_training, speech_embedding
+from speechjax.normalization import NormStats
 
 CLASSES = 5
 
@@ -97,6 +108,7 @@ def branch_config(**fields) -> ml_collections.ConfigDict:
 
 
 def test_the_cnn_branch_sees_the_front_end_averaged_in_threes_and_trains():
+    """Without bands of its own (features.branch_mels=0), the branch shares the network's."""
     shape = (pretrained_embedding.num_frames(16000), 32, 1)
     cfg = branch_config(cnn_branch_weight=0.25)
     model = create_model(cfg.model, CLASSES, shape, nnx.Rngs(params=0, dropout=1))
@@ -135,3 +147,82 @@ def test_the_cnn_branch_sees_the_front_end_averaged_in_threes_and_trains():
 def test_a_cnn_branch_it_cannot_build_is_refused_naming_the_key(fields, message):
     with pytest.raises(UserError, match=message):
         validation.validate(branch_config(**fields))
+
+
+def test_a_checkpoint_from_before_the_branch_existed_rebuilds_its_model():
+    """Run metadata stored before model.cnn_branch (and head_units, tuned_convs) existed is
+    read with the values that rebuild the network it holds: the head alone."""
+    cfg = speech_embedding_config.get_config()
+    metadata = run.RunMetadata.from_config(
+        cfg, [f"w{i}" for i in range(CLASSES)], NormStats((0.0,), (1.0,))
+    )
+    record = metadata.to_dict()
+    for field in run.MODEL_FIELDS_ADDED:
+        del record["model"][field]
+    old = run.RunMetadata.from_dict(record)
+    assert old.model == metadata.model
+    graph, variables = inference.abstract_model(old)
+    model = nnx.merge(graph, variables.params, variables.model_state)
+    assert isinstance(model, speech_embedding.SpeechEmbeddingClassifier)
+
+
+def test_branch_mels_add_full_band_bins_that_only_the_cnn_branch_reads():
+    cfg = branch_config()
+    cfg.features.branch_mels = 24
+    cfg.features.fmax = 8000.0
+    validation.validate(cfg)
+    t = np.arange(16000) / 16000
+    clips = np.stack([0.3 * np.sin(2 * np.pi * 6000 * t), 0.3 * np.sin(2 * np.pi * 500 * t)])
+    clips = clips.astype(np.float32)
+    both = np.asarray(jax_frontend.make_frontend(cfg.features.to_dict(), 16000, 16000, None)(clips))
+    plain = speech_embedding_config.get_config().features.to_dict()
+    own = np.asarray(jax_frontend.make_frontend(plain, 16000, 16000, None)(clips))
+    assert both.shape == (2, own.shape[1], 32 + 24, 1)
+    np.testing.assert_array_equal(both[..., :32, :], own)
+    tf_both = features.make_frontend(cfg.features, 16000)(tf.constant(clips)).numpy()
+    np.testing.assert_allclose(tf_both[..., 32:, :], both[..., 32:, :], atol=1e-4)
+    # The network's bands stop at 3.8 kHz; the branch's reach 8 kHz: a 6 kHz tone lands in the
+    # band whose filter peaks nearest 6 kHz, the 500 Hz one in a low band.
+    bank = frontend_settings.branch_filterbank(frontend_settings.settings(cfg.features, 16000))
+    peaks_hz = bank.argmax(0) * 16000 / 512
+    middle = both[:, both.shape[1] // 2, 32:, 0]
+    assert middle[0].argmax() == np.abs(peaks_hz - 6000).argmin()
+    assert middle[1].argmax() == np.abs(peaks_hz - 500).argmin()
+    # The head reads bins 0-31, the CNN branch the rest.
+    model = create_model(cfg.model, CLASSES, both.shape[1:], nnx.Rngs(params=0, dropout=1))
+    set_training(model, False)
+    head, branch = model.members
+    x = jnp.asarray(both)
+    low = x.at[:, :, :32].add(0.5)
+    high = x.at[:, :, 32:].add(0.5)
+    np.testing.assert_array_equal(np.asarray(head(high)), np.asarray(head(x)))
+    np.testing.assert_array_equal(np.asarray(branch(low)), np.asarray(branch(x)))
+    assert not np.allclose(np.asarray(branch(high)), np.asarray(branch(x)))
+    assert not np.allclose(np.asarray(head(low)), np.asarray(head(x)))
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"features.branch_mels": 24, "model.cnn_branch": ""}, "feeds the CNN of model.cnn_branch"),
+        ({"features.branch_mels": 200}, r"features.branch_mels=200 must be 0 \(none\) or in"),
+        ({"features.branch_mels": 24, "features.fmax": 9000.0}, "the range of features.branch"),
+    ],
+)
+def test_branch_mels_it_cannot_use_are_refused_naming_the_key(fields, message):
+    cfg = branch_config()
+    for key, value in fields.items():
+        section, field = key.split(".")
+        cfg[section][field] = value
+    with pytest.raises(UserError, match=message):
+        validation.validate(cfg)
+
+
+def test_branch_mels_on_another_front_end_are_refused():
+    cfg = branch_config()
+    cfg.model.name = "resnet32"
+    cfg.features.kind = "logmel"
+    cfg.features.normalize = True
+    cfg.features.branch_mels = 24
+    with pytest.raises(UserError, match="adds bands to the speech_embedding front end only"):
+        validation.validate(cfg)

@@ -145,12 +145,17 @@ def test_settings_the_pretrained_network_cannot_take_are_refused(overrides, key)
 
 
 def test_trains_predicts_and_exports_end_to_end(workspace, tmp_path):
-    """main.py trains the model on the tiny synthetic set; every exported artifact (front end
-    and frozen network inside) gives the checkpoint's top-1 on its test split."""
+    """main.py trains the model, with a small CNN branch pooled in, on the tiny synthetic set;
+    every exported artifact (front end, frozen network and pool inside) gives the
+    checkpoint's top-1 on its test split."""
     workdir = tmp_path / "run"
     overrides = [
         "--config.model.name=speech_embedding",
         "--config.model.head_units=16",
+        "--config.model.cnn_branch=resnet32",
+        "--config.model.blocks_per_stage=1",
+        "--config.model.widths=(4, 8, 16)",
+        "--config.features.branch_mels=8",
         "--config.features.kind=speech_embedding",
         "--config.features.normalize=False",
         "--config.train.epochs=1",

@@ -20,17 +20,18 @@ import jax.numpy as jnp
 from flax import nnx
 
 
-class TimePooled(nnx.Module):
-    """`network` on inputs averaged over `factor` consecutive frames: [B, T, F, C] ->
-    [B, T // factor, F, C] (a cheaper view of the same spectrogram)."""
+class InputView(nnx.Module):
+    """`network` on part of the input: frequency bins from `first_bin` on, averaged over
+    `time_pool` consecutive frames: [B, T, F, C] -> [B, T // time_pool, F - first_bin, C]."""
 
-    def __init__(self, network: nnx.Module, factor: int):
+    def __init__(self, network: nnx.Module, *, first_bin: int, time_pool: int):
         self.network = network
-        self.factor = factor
+        self.first_bin = first_bin
+        self.time_pool = time_pool
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        window = (self.factor, 1)
-        return self.network(nnx.avg_pool(x, window, window))
+        window = (self.time_pool, 1)
+        return self.network(nnx.avg_pool(x[:, :, self.first_bin :], window, window))
 
 
 def pool_log_probabilities(member_logits: jax.Array, weights: jax.Array) -> jax.Array:

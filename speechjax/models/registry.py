@@ -5,6 +5,7 @@ from collections.abc import Callable
 import ml_collections
 from flax import nnx
 
+from speechjax import pretrained_embedding
 from speechjax.errors import UserError
 from speechjax.models import alexnet, bcresnet, densenet, layers, pooled, resnet, speech_embedding
 
@@ -110,10 +111,16 @@ def _check_speech_embedding(cfg) -> None:
 CNN_BRANCH_TIME_POOL = 3
 
 
+def _cnn_branch_first_bin(bins: int) -> int:
+    """Where the CNN branch's bins start: after the network's own 32 if the front end adds
+    some of its own (features.branch_mels), else at 0 (it shares the network's)."""
+    return pretrained_embedding.N_MELS if bins > pretrained_embedding.N_MELS else 0
+
+
 def cnn_branch_input_shape(input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
     """What the CNN branch of a speech_embedding model receives for `input_shape`."""
     frames, bins, channels = input_shape
-    return frames // CNN_BRANCH_TIME_POOL, bins, channels
+    return frames // CNN_BRANCH_TIME_POOL, bins - _cnn_branch_first_bin(bins), channels
 
 
 def _speech_embedding(cfg, input_shape, num_classes, **kw):
@@ -129,9 +136,10 @@ def _speech_embedding(cfg, input_shape, num_classes, **kw):
     build_cnn = _REGISTRY[cfg.cnn_branch][0]
     cnn = build_cnn(cfg, cnn_branch_input_shape(input_shape), num_classes, **kw)
     weight = float(cfg.cnn_branch_weight)
-    return pooled.LogLinearPool(
-        [head, pooled.TimePooled(cnn, CNN_BRANCH_TIME_POOL)], [1.0 - weight, weight]
+    view = pooled.InputView(
+        cnn, first_bin=_cnn_branch_first_bin(input_shape[1]), time_pool=CNN_BRANCH_TIME_POOL
     )
+    return pooled.LogLinearPool([head, view], [1.0 - weight, weight])
 
 
 # name -> (constructor, checks of its own model.* options, the (kernel, stride, padding)

@@ -87,7 +87,8 @@ def first_tuned_layer(network: tuple[pretrained_embedding.Layer, ...], tuned_con
 
 
 class SpeechEmbeddingClassifier(nnx.Module):
-    """[B, T, 32, 1] log-mel (the speech_embedding front end) -> [B, num_classes] logits."""
+    """[B, T, F, 1] log-mel (the speech_embedding front end; the network reads bins 0-31)
+    -> [B, num_classes] logits."""
 
     def __init__(
         self,
@@ -123,8 +124,9 @@ class SpeechEmbeddingClassifier(nnx.Module):
         self.head = layers.Head(head_units, num_classes, dropout, rngs=rngs)
 
     def embed(self, x: jax.Array) -> jax.Array:
-        """[B, T, 32, 1] -> [B, W, 96]: the pretrained network's embeddings, float32."""
-        x = x.astype(jnp.float32)
+        """[B, T, F >= 32, 1] -> [B, W, 96]: the pretrained network's embeddings of the first
+        32 bins (its own; more follow for a CNN branch), float32."""
+        x = x[:, :, : pretrained_embedding.N_MELS].astype(jnp.float32)
         for i, layer in enumerate(self.pretrained):
             if i == self.frozen_layers:
                 x = jax.lax.stop_gradient(x)  # no backward pass through the frozen layers
