@@ -1,4 +1,5 @@
-# speechjax: `make demo` trains ResNet-32 on the embedded synthetic set; `make test` runs the tests.
+# speechjax: `make demo` trains the demo model (a head on Google's pretrained speech embedding
+# pooled with a ResNet-20) on the embedded synthetic set; `make test` runs the tests.
 # Both create the virtual environment in .venv on first use (Python 3.11+).
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,7 +17,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	touch $@
 
 demo: setup
-	$(PY) main.py --config configs/resnet32.py --workdir runs/resnet32
+	$(PY) main.py --config configs/speech_embedding_resnet.py --workdir runs/demo
 
 test: setup
 	$(PY) -m pytest

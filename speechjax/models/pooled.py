@@ -34,10 +34,12 @@ class InputView(nnx.Module):
         return self.network(nnx.avg_pool(x[:, :, self.first_bin :], window, window))
 
 
-def pool_log_probabilities(member_logits: jax.Array, weights: jax.Array) -> jax.Array:
-    """[B, K, C] member logits, K weights summing to 1 -> [B, C] logits of the pool."""
-    log_probs = jax.nn.log_softmax(member_logits.astype(jnp.float32), axis=-1)
-    return jnp.einsum("bkc,k->bc", log_probs, weights)
+def pool_log_probabilities(member_logits: Sequence[jax.Array], weights: Sequence[float]):
+    """K member logits [B, C] and K weights summing to 1 -> [B, C] logits of the pool."""
+    return sum(
+        w * jax.nn.log_softmax(z.astype(jnp.float32), axis=-1)
+        for w, z in zip(weights, member_logits, strict=True)
+    )
 
 
 class LogLinearPool(nnx.Module):
@@ -55,10 +57,9 @@ class LogLinearPool(nnx.Module):
         self.deterministic = False
 
     def __call__(self, x: jax.Array):
-        member_logits = jnp.stack(
-            [member(x).astype(jnp.float32) for member in self.members], axis=1
-        )
-        pooled = pool_log_probabilities(member_logits, jnp.asarray(self.weights))
+        member_logits = [member(x).astype(jnp.float32) for member in self.members]
+        pooled = pool_log_probabilities(member_logits, self.weights)
         if self.deterministic:
+            # No stack here: jax2onnx 0.12.5 has no rule for it, and export runs this path.
             return pooled
-        return pooled, member_logits
+        return pooled, jnp.stack(member_logits, axis=1)
