@@ -33,7 +33,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "mini_speech_commands"
 # seed.py reads the original's flat layout; mini_speech_commands is split/label.
 DEFAULT_RUNS = (
     "configs/resnet32.py --config.train.epochs=9",
-    "configs/bcresnet.py --config.model.width_factor=2 --config.train.epochs=20",
+    "configs/bcresnet.py",
     "configs/seed.py:resnet18 --config.data.layout=auto",
 )
 TARGETS = (0.90, 0.95)
