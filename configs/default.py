@@ -106,6 +106,10 @@ def get_config() -> ml_collections.ConfigDict:
     augment.time_mask_width = 10
     augment.freq_masks = 2
     augment.freq_mask_width = 5
+    # SpecAugment masks only bins from this one up (0 = every bin). With the speech_embedding
+    # front end and features.branch_mels, 32 masks the CNN's own bands and leaves the
+    # pretrained network's (bins 0-31) as they are.
+    augment.mask_from_bin = 0
     # Mixup strength (Beta(alpha, alpha)); 0 disables mixup.
     augment.mixup_alpha = 0.0
 

@@ -29,6 +29,7 @@ def check_config(augment_config) -> None:
         "time_mask_width": c.time_mask_width,
         "freq_masks": c.freq_masks,
         "freq_mask_width": c.freq_mask_width,
+        "mask_from_bin": c.mask_from_bin,
     }
     for key, value in non_negative.items():
         if not value >= 0:  # NaN too
@@ -307,12 +308,22 @@ def _band_mask(seed, leading, size, count, max_width):
 
 def spec_augment(spectrogram: tf.Tensor, seed: tf.Tensor, augment_config) -> tf.Tensor:
     """SpecAugment masking of [..., T, F, C]: zeroes time_masks bands of 0..time_mask_width
-    frames and freq_masks bands of 0..freq_mask_width bins, over all channels.
+    frames and freq_masks bands of 0..freq_mask_width bins, over all channels, in the bins
+    from mask_from_bin up; the bins below it pass unchanged.
 
     Apply after `features.normalize`, where zero is the training mean.
     """
     check_config(augment_config)
     spectrogram = tf.convert_to_tensor(spectrogram, tf.float32)
+    from_bin = augment_config.mask_from_bin
+    if from_bin:
+        kept, masked = spectrogram[..., :from_bin, :], spectrogram[..., from_bin:, :]
+        return tf.concat([kept, _masked(masked, seed, augment_config)], axis=-2)
+    return _masked(spectrogram, seed, augment_config)
+
+
+def _masked(spectrogram: tf.Tensor, seed: tf.Tensor, augment_config) -> tf.Tensor:
+    """spec_augment's masks over all of [..., T, F, C]."""
     time_seed, freq_seed = tf.unstack(
         tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
     )

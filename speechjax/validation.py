@@ -183,6 +183,7 @@ def _field_rules(min_sample_rate: int) -> dict[str, _Rule]:
         "augment.time_mask_width": _integer(),
         "augment.freq_masks": _integer(),
         "augment.freq_mask_width": _integer(),
+        "augment.mask_from_bin": _integer(),
         "augment.mixup_alpha": _number(at_least=0),
         "augment.speed_change": _number(),
         "augment.reverb_prob": _number(),
@@ -433,6 +434,13 @@ def _check_across_fields(
     # Without an input shape (the front end's settings failed), the model's own options.
     problems.run(("model",), lambda: registry.check_config(config.model, input_shape))
     problems.run(("augment",), lambda: augment.check_config(config.augment))
+    from_bin = config.augment.mask_from_bin
+    if input_shape is not None and problems.clear("augment") and from_bin >= input_shape[1]:
+        problems.add(
+            ["augment.mask_from_bin"],
+            f"config.augment.mask_from_bin={from_bin}: the front end gives {input_shape[1]} "
+            f"bins (0-{input_shape[1] - 1}); SpecAugment would mask none of them.",
+        )
     if not training:
         return
     problems.run(

@@ -127,6 +127,24 @@ def test_spec_augment_masks_whole_bands_of_the_stated_size():
     np.testing.assert_array_equal(augment.spec_augment(ones, SEED, none), ones)
 
 
+def test_spec_augment_from_a_bin_masks_only_the_bins_above():
+    # The speech_embedding front end with branch_mels: the pretrained network's 32 bins,
+    # then the CNN's. The masks must reach the CNN's bins only, and reach them as before.
+    config = augment_config(
+        time_masks=2, time_mask_width=10, freq_masks=3, freq_mask_width=5, mask_from_bin=32
+    )
+    every_bin = augment_config(time_masks=2, time_mask_width=10, freq_masks=3, freq_mask_width=5)
+    spectrograms = tf.random.stateless_uniform([4, 147, 72, 1], [1, 2], 1.0, 2.0)
+    masked_somewhere = False
+    for seed in range(10):
+        out = augment.spec_augment(spectrograms, [seed, 2], config).numpy()
+        np.testing.assert_array_equal(out[..., :32, :], spectrograms[..., :32, :])
+        alone = augment.spec_augment(spectrograms[..., 32:, :], [seed, 2], every_bin)
+        np.testing.assert_array_equal(out[..., 32:, :], alone)
+        masked_somewhere |= bool((out[..., 32:, :] == 0).any())
+    assert masked_somewhere
+
+
 def test_batches_draw_per_example_and_tf_data_matches_eager(waveform, noise_bank):
     config = augment_config()
     batch = np.stack([waveform] * 4)
@@ -152,6 +170,7 @@ def test_batches_draw_per_example_and_tf_data_matches_eager(waveform, noise_bank
         (dict(noise_min=0.5, noise_max=0.1), "augment.noise_max"),
         (dict(time_mask_width=-1), "augment.time_mask_width"),
         (dict(gain_db=-3.0), "augment.gain_db"),
+        (dict(mask_from_bin=-1), "augment.mask_from_bin"),
     ],
 )
 def test_invalid_config_names_the_key(overrides, key, waveform):

@@ -155,6 +155,12 @@ def test_cross_field_rules():
     # The front end's own rules (fmax against the sample rate).
     (line,) = problems(config_with(data__sample_rate=8000))
     assert "features.fmax=7600.0 need 0 <= fmin < fmax <= 4000.0" in line
+    # SpecAugment from a bin past the front end's last (40 mel bands: bins 0-39).
+    assert problems(config_with(augment__mask_from_bin=40)) == [
+        "config.augment.mask_from_bin=40: the front end gives 40 bins (0-39); SpecAugment "
+        "would mask none of them."
+    ]
+    assert problems(config_with(augment__mask_from_bin=39)) == []
 
 
 def test_batch_size_must_divide_by_the_devices(monkeypatch):
