@@ -1,10 +1,11 @@
 """BC-ResNet-2 (Kim et al. 2021; 27k parameters on 12 classes), the paper's front end and SGD.
 
-Width: the paper's BC-ResNet-8 (321k parameters, `--config.model.width_factor=8`) trains at
-about 13 examples/s on this project's 2-core CPU, BC-ResNet-2 at about 240 (steps only), so
-BC-ResNet-2 gets 20 epochs of `mini_speech_commands` in about 8 minutes: 0.944 +- 0.004 on
-its test split over three seeds (README, "Accuracy on real voices"). On a GPU, or for the
-paper's 12-class figures, use width 8 and the paper's 200 epochs.
+Width: the paper's BC-ResNet-8 (321k parameters, `--config.model.width_factor=8`) trained at
+13 examples/s on this project's 2-core CPU (its train step, machine shared), BC-ResNet-2 at
+about 240 (whole epochs, idle machine), so BC-ResNet-2 gets 20 epochs of
+`mini_speech_commands` in about 8 minutes: 0.944 +- 0.004 on its test split over three seeds
+(README, "Accuracy on real voices"). On a GPU, or for the paper's 12-class figures, use width
+8 and the paper's 200 epochs.
 
 Front end: the paper's 40-band log-mel of 30 ms windows every 10 ms (101 x 40), not the 20 ms
 hop of configs/resnet32.py. The temporal dilations (1, 2, 4, 8 frames) were chosen for 10 ms

@@ -3,9 +3,9 @@
 `configs/speech_embedding_resnet.py` learns from synthetic speech; this config trains the same
 two members on recordings of people (`mini_speech_commands`, a Speech Commands release or a
 folder of your own clips, with a background-noise bank as `data.noise_dir`). Alone, each
-member stops at about 96% on `mini_speech_commands/test` (the head on the frozen embedding
-0.963, ResNet-32 on log-mel 0.958, three seeds); they miss different clips, so together they
-do better (README, "Accuracy on real voices").
+member stops at about 96% on `mini_speech_commands/test` (ResNet-32 on log-mel 0.958 over
+three seeds, the head on the frozen embedding 0.963 in one run); they miss different clips,
+so together they do better (README, "Accuracy on real voices").
 
     python main.py --config configs/speech_embedding_resnet_real.py \\
         --config.data.source=folder --config.data.dir=../shared/data/mini_speech_commands \\
