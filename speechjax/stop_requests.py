@@ -28,6 +28,9 @@ class StopRequests:
         self.reason: str | None = None
         self._previous = {}
         self._agreed = jax.process_count() > 1
+        # Every signal heard, appended first thing in the handler (one C call, so a handler
+        # that interrupts another still counts it; a check-then-set on `reason` could lose it).
+        self._received: list[int] = []
 
     def __enter__(self):
         signals = (signal.SIGINT,) if self._agreed else (signal.SIGINT, signal.SIGTERM)
@@ -36,7 +39,8 @@ class StopRequests:
         return self
 
     def _handle(self, signum, frame):
-        if self.reason is not None:
+        self._received.append(signum)
+        if len(self._received) > 1:
             raise KeyboardInterrupt
         self.reason = signal.Signals(signum).name
         logging.warning("%s received: saving a checkpoint, then stopping.", self.reason)
@@ -45,7 +49,13 @@ class StopRequests:
 
     def should_stop(self, step: int) -> bool:
         """True at the step where this process (and, with several, every process) saves and
-        stops. With several processes it must be called at every step, by every process."""
+        stops. With several processes it must be called at every step, by every process.
+
+        Raises KeyboardInterrupt after a second signal whose own KeyboardInterrupt did not
+        reach the loop: it can be raised in code that swallows exceptions (a finaliser, a
+        callback from C), and the user still asked to stop at once."""
+        if len(self._received) > 1:
+            raise KeyboardInterrupt
         if not self._agreed:
             return self.reason is not None
         if multihost_utils.reached_preemption_sync_point(step):

@@ -211,10 +211,10 @@ def test_a_second_signal_exits_at_once_with_one_line(tmp_path, workspace):
         _, stderr = process.communicate(timeout=60)
     finally:
         process.kill()
-    assert process.returncode == 130
+    assert process.returncode == 130, stderr
     assert [
         line for line in stderr.splitlines() if line.startswith(("error:", "interrupted:"))
-    ] == ["interrupted: stopped at once, without saving; earlier checkpoints are kept."]
+    ] == ["interrupted: stopped at once, without saving; earlier checkpoints are kept."], stderr
     assert "Traceback" not in stderr and "Fatal Python error" not in stderr
 
 
