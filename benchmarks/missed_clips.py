@@ -4,7 +4,9 @@ For each run directory (its best checkpoint), prints the accuracy on the folder'
 then the accuracy with each clip's probabilities averaged over time shifts (`--shifts-ms`);
 then the accuracy of all the runs' probabilities averaged, and every clip that all the runs
 miss, with its peak level in dBFS and what the runs together predicted. That list shows
-how much of a test split no recipe can get: clips that are empty or nearly so.
+how much of a test split no recipe can get: clips that are empty or nearly so. Last, the
+speakers with the most errors (mean over the runs), from Speech Commands' file names
+(`<speaker>_nohash_<n>`): a few speakers can hold a large share of a split's errors.
 
 Labels come from each file's parent folder (split/label/*.wav, mini_speech_commands) or,
 where that is not a class name, from the file name up to its first `_` (toy_dataset).
@@ -29,6 +31,15 @@ def label_of(path: pathlib.Path, class_names: list[str]) -> str:
     if path.parent.name in class_names:
         return path.parent.name
     return path.name.split("_")[0]
+
+
+def speaker_of(path: pathlib.Path, class_names: list[str]) -> str:
+    """Speech Commands' speaker id: the file name's first field (mini_speech_commands,
+    `dbb40d24_nohash_4`), or its second where the first is the label (toy_dataset)."""
+    fields = path.stem.split("_")
+    if path.parent.name not in class_names and len(fields) > 1:
+        return fields[1]
+    return fields[0]
 
 
 def load_folder(folder: pathlib.Path, class_names: list[str], classifier):
@@ -75,6 +86,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("folder", type=pathlib.Path, help="labelled clips to score")
     parser.add_argument("--runs", nargs="+", required=True, help="run directories (workdirs)")
     parser.add_argument("--shifts-ms", type=float, nargs="+", default=[0.0, -50.0, 50.0])
+    parser.add_argument("--speakers", type=int, default=10, help="speakers to list by errors")
     return parser.parse_args()
 
 
@@ -110,6 +122,20 @@ def report(args: argparse.Namespace) -> None:
             f"  {paths[i].relative_to(args.folder)}: peak {peak_dbfs:6.1f} dBFS, "
             f"predicted {guess} ({together[i].max():.2f})"
         )
+    print_errors_by_speaker(paths, labels, all_probabilities, class_names, args.speakers)
+
+
+def print_errors_by_speaker(paths, labels, all_probabilities, class_names, how_many: int):
+    """The `how_many` speakers with the most errors per run, with their clip counts."""
+    speakers = np.array([speaker_of(p, class_names) for p in paths])
+    wrong = np.mean([p.argmax(1) != labels for p in all_probabilities], axis=0)
+    names, clip_counts = np.unique(speakers, return_counts=True)
+    errors = np.array([wrong[speakers == name].sum() for name in names])
+    order = np.argsort(-errors, kind="stable")[:how_many]
+    print(f"errors per run by speaker ({len(names)} speakers, {wrong.sum():.1f} errors per run):")
+    for k in order:
+        if errors[k] > 0:
+            print(f"  {names[k]}: {errors[k]:.1f} errors of {clip_counts[k]} clips")
 
 
 if __name__ == "__main__":

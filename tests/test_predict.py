@@ -1,8 +1,10 @@
 """--mode predict end to end: a small model trained on real clips finds the words placed in
 a long recording with background noise between them, at the right places."""
 
+import collections
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -214,7 +216,7 @@ def test_missed_clips_lists_exactly_the_clips_the_model_gets_wrong(real_model):
 
     printed = subprocess.run(
         [sys.executable, "benchmarks/missed_clips.py", str(root / "test"), "--runs",
-         str(workdir), str(workdir), "--shifts-ms", "0", "-50", "50"],
+         str(workdir), str(workdir), "--shifts-ms", "0", "-50", "50", "--speakers", "1000"],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=True,
     ).stdout  # fmt: skip
     assert f"accuracy {accuracy:.4f}, averaged over shifts" in printed
@@ -222,3 +224,10 @@ def test_missed_clips_lists_exactly_the_clips_the_model_gets_wrong(real_model):
     assert f"missed by every run: {len(wrong)} clips" in printed
     listed = {line.split(":")[0].strip() for line in printed.splitlines() if "dBFS" in line}
     assert listed == wrong
+    # Speech Commands names its files <speaker>_nohash_<n>: the errors are counted per speaker.
+    speakers = sorted({p.name.split("_")[0] for p in paths})
+    assert f"by speaker ({len(speakers)} speakers, {len(wrong):.1f} errors per run)" in printed
+    by_speaker = collections.Counter(pathlib.Path(w).name.split("_")[0] for w in wrong)
+    for speaker, count in by_speaker.items():
+        clips = sum(p.name.startswith(speaker + "_") for p in paths)
+        assert f"  {speaker}: {float(count):.1f} errors of {clips} clips" in printed
