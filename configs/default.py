@@ -81,6 +81,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Speed perturbation: resample each clip by a factor uniform in 1 +- speed_change
     # (pitch and tempo together); 0 = off.
     augment.speed_change = 0.0
+    # Pitch shift: move each clip's pitch (and formants) by a number of semitones uniform in
+    # +-pitch_semitones, keeping its tempo (phase vocoder, then resampling); 0 = off.
+    augment.pitch_semitones = 0.0
     # Probability of convolving a clip with a synthetic room response, and its RT60 range
     # in seconds.
     augment.reverb_prob = 0.0

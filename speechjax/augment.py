@@ -1,5 +1,5 @@
-"""Training-time augmentation in TensorFlow: speed, reverberation, time shift, background
-noise, band limiting, equalisation, gain, SpecAugment.
+"""Training-time augmentation in TensorFlow: speed, pitch, reverberation, time shift,
+background noise, band limiting, equalisation, gain, SpecAugment.
 
 All randomness is stateless, drawn from a seed tensor of shape [2] (for example from
 `tf.data.Dataset.random(seed).batch(2)` zipped with the examples, or
@@ -13,6 +13,7 @@ A window may straddle the seam of two recordings (with six one-minute recordings
 of one-second windows do), which only changes the noise type mid-clip.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from speechjax.errors import UserError
@@ -41,6 +42,10 @@ def check_config(augment_config) -> None:
         raise UserError(f"augment.eq_db={c.eq_db} must be >= 0.")
     if not 0 <= c.speed_change < 1:
         raise UserError(f"augment.speed_change={c.speed_change} must be in [0, 1).")
+    if not 0 <= c.pitch_semitones <= MAX_PITCH_SEMITONES:
+        raise UserError(
+            f"augment.pitch_semitones={c.pitch_semitones} must be in [0, {MAX_PITCH_SEMITONES}]."
+        )
     if c.reverb_prob > 0 and not 0 < c.reverb_rt60_min <= c.reverb_rt60_max:
         raise UserError(
             f"augment.reverb_rt60_min={c.reverb_rt60_min} and reverb_rt60_max="
@@ -98,12 +103,16 @@ def augment_waveform(
         )
     )
     eq_seed = tf.random.experimental.stateless_fold_in(seed, 2)
+    pitch_seed = tf.random.experimental.stateless_fold_in(seed, 3)
     if waveform.shape.rank is None or waveform.shape[-1] is None:
         raise ValueError(f"augment_waveform needs a static clip length, got {waveform.shape}.")
     per_example = tf.concat([tf.shape(waveform)[:-1], [1]], axis=0)  # one draw per example
 
     if c.speed_change > 0:
         waveform = change_speed(waveform, speed_seed, c.speed_change, per_example)
+    if c.pitch_semitones > 0:
+        semitones = _uniform(pitch_seed, per_example, -c.pitch_semitones, c.pitch_semitones)
+        waveform = shift_pitch(waveform, tf.pow(2.0, semitones / 12.0), c.pitch_semitones)
     if c.reverb_prob > 0:
         waveform = reverberate(
             waveform,
@@ -162,6 +171,96 @@ def _windows_at(source: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
     return tf.gather(source, indices, batch_dims=source.shape.rank - 1)
 
 
+MAX_PITCH_SEMITONES = 12.0
+# Phase vocoder analysis: 32 ms frames at 16 kHz, a quarter-frame hop (the usual overlap
+# for time stretching; librosa's default too).
+_VOCODER_FFT = 512
+_VOCODER_HOP = _VOCODER_FFT // 4
+
+
+def shift_pitch(waveform: tf.Tensor, factor: tf.Tensor, max_semitones: float) -> tf.Tensor:
+    """Pitch shift that keeps tempo and timing: every frequency of each clip times `factor`
+    ([..., 1]; 2 ** (semitones / 12)), as librosa.effects.pitch_shift does it: a phase
+    vocoder stretches the clip `factor` times longer at the same pitch, then resampling
+    reads it `factor` times faster, back to its own length. Formants move with the pitch,
+    as in speed perturbation, but the word keeps its duration and place.
+
+    The vocoder is the textbook one (librosa's `phase_vocoder`, here on 32 ms frames):
+    each bin keeps its own phase track, so partials lose some of their phase alignment
+    across bins ("phasiness"); on speech that costs energy (librosa's own pitch_shift keeps
+    55-85% of the RMS of a Speech Commands clip at +-2 semitones), so the result is scaled
+    back to the clip's RMS, as reverberate does.
+
+    max_semitones (at least every |semitones| drawn) sizes the stretched signal, which
+    must have a static length. Resampling is linear interpolation, as in change_speed:
+    shifts up alias the stretched signal's content above 8 kHz / factor (6.7 kHz at +3
+    semitones), within the top mel bands only for shifts of a few semitones.
+    """
+    shape = tf.shape(waveform)
+    num_samples = waveform.shape[-1]
+    clips = tf.reshape(waveform, [-1, num_samples])
+    factor = tf.reshape(tf.cast(factor, tf.float32), [-1, 1])
+    # Padding of one frame each side: every sample of the clip then lies under four frames,
+    # so the overlap-add rebuilds the edges as fully as the middle.
+    pad = _VOCODER_FFT
+    padded = tf.pad(clips, [[0, 0], [pad, pad]])
+    window = tf.signal.hann_window
+    spectra = tf.signal.stft(padded, _VOCODER_FFT, _VOCODER_HOP, window_fn=window, pad_end=True)
+    max_factor = 2.0 ** (max_semitones / 12.0)
+    frames_out = int(np.ceil(spectra.shape[1] * max_factor)) + 1
+    stretched_spectra = _stretch(spectra, factor, frames_out)
+    stretched = tf.signal.inverse_stft(
+        stretched_spectra,
+        _VOCODER_FFT,
+        _VOCODER_HOP,
+        window_fn=tf.signal.inverse_stft_window_fn(_VOCODER_HOP, window),
+    )
+    # Sample n of the clip is sample (n + pad) * factor of the stretched signal.
+    positions = (tf.range(num_samples, dtype=tf.float32) + pad) * factor
+    left = tf.floor(positions)
+    fraction = positions - left
+    left = tf.cast(left, tf.int32)
+    last = stretched.shape[-1] - 1
+    before = _windows_at(stretched, tf.minimum(left, last))
+    after = _windows_at(stretched, tf.minimum(left + 1, last))
+    shifted = tf.where(left < last, before * (1.0 - fraction) + after * fraction, 0.0)
+    shifted = shifted * _rms(clips) / tf.maximum(_rms(shifted), 1e-8)
+    return tf.reshape(shifted, shape)
+
+
+def _rms(x: tf.Tensor) -> tf.Tensor:
+    return tf.sqrt(tf.reduce_mean(tf.square(x), axis=-1, keepdims=True))
+
+
+def _stretch(spectra: tf.Tensor, factor: tf.Tensor, frames_out: int) -> tf.Tensor:
+    """Phase vocoder (Flanagan and Golden 1966; Laroche and Dolson 1999's phase advance):
+    [B, T, K] complex STFT frames -> [B, frames_out, K], each clip `factor` ([B, 1]) times
+    longer. Output frame j reads input position j / factor: magnitudes interpolated
+    linearly, phases advanced by each bin's measured frequency, so partials stay coherent.
+    Frames past the input's end are silent."""
+    num_frames, bins = spectra.shape[1], spectra.shape[2]
+    magnitude = tf.abs(spectra)
+    phase = tf.math.angle(spectra)
+    # Expected phase advance of bin k over one hop, and the measured deviation from it.
+    expected = tf.constant(2.0 * np.pi * _VOCODER_HOP * np.arange(bins) / _VOCODER_FFT, tf.float32)
+    deviation = phase[:, 1:] - phase[:, :-1] - expected
+    deviation = deviation - 2.0 * np.pi * tf.round(deviation / (2.0 * np.pi))
+    advance = tf.concat([deviation + expected, tf.zeros_like(phase[:, :1])], axis=1)
+
+    positions = tf.range(frames_out, dtype=tf.float32) / factor  # [B, frames_out]
+    inside = positions <= num_frames - 1
+    left = tf.minimum(tf.cast(tf.floor(positions), tf.int32), num_frames - 2)
+    fraction = tf.minimum(positions - tf.cast(left, tf.float32), 1.0)[..., tf.newaxis]
+    magnitudes = (1.0 - fraction) * tf.gather(magnitude, left, batch_dims=1) + fraction * (
+        tf.gather(magnitude, left + 1, batch_dims=1)
+    )
+    # Output frame j's phase: the first frame's, plus the advances read at frames 0..j-1.
+    steps = tf.gather(advance, left, batch_dims=1)
+    phases = phase[:, :1] + tf.math.cumsum(steps, axis=1, exclusive=True)
+    magnitudes = tf.where(inside[..., tf.newaxis], magnitudes, 0.0)
+    return tf.complex(magnitudes * tf.cos(phases), magnitudes * tf.sin(phases))
+
+
 def room_impulse_response(rt60: tf.Tensor, sample_rate: int, length: int, seed) -> tf.Tensor:
     """[..., length] synthetic room responses: a direct path followed by exponentially
     decaying Gaussian noise (energy down 60 dB after rt60 seconds), the classic statistical
@@ -193,10 +292,7 @@ def reverberate(waveform, seed, sample_rate: int, prob: float, rt60_range, per_e
         [fft_length],
     )[..., :num_samples]
 
-    def rms(x):
-        return tf.sqrt(tf.reduce_mean(tf.square(x), axis=-1, keepdims=True))
-
-    wet = wet * rms(waveform) / tf.maximum(rms(wet), 1e-8)
+    wet = wet * _rms(waveform) / tf.maximum(_rms(wet), 1e-8)
     applied = _uniform(apply_seed, per_example, 0.0, 1.0) < prob
     return tf.where(applied, wet, waveform)
 
@@ -250,10 +346,7 @@ def equalize(waveform, seed, sample_rate: int, prob: float, max_db: float, per_e
         tf.signal.rfft(waveform) * tf.cast(gain, tf.complex64), [num_samples]
     )
 
-    def rms(x):
-        return tf.sqrt(tf.reduce_mean(tf.square(x), axis=-1, keepdims=True))
-
-    coloured = coloured * rms(waveform) / tf.maximum(rms(coloured), 1e-8)
+    coloured = coloured * _rms(waveform) / tf.maximum(_rms(coloured), 1e-8)
     applied = _uniform(apply_seed, per_example, 0.0, 1.0) < prob
     return tf.where(applied, coloured, waveform)
 
@@ -282,10 +375,7 @@ def _mix_noise(waveform, seed, augment_config, noise_bank, per_example):
     level = _uniform(level_seed, per_example, augment_config.noise_min, augment_config.noise_max)
     applied = _uniform(apply_seed, per_example, 0.0, 1.0) < augment_config.noise_prob
 
-    def rms(x):
-        return tf.sqrt(tf.reduce_mean(tf.square(x), axis=-1, keepdims=True))
-
-    scale = level * rms(waveform) / tf.maximum(rms(noise), 1e-8)
+    scale = level * _rms(waveform) / tf.maximum(_rms(noise), 1e-8)
     return waveform + tf.where(applied, scale, 0.0) * noise
 
 

@@ -186,6 +186,7 @@ def _field_rules(min_sample_rate: int) -> dict[str, _Rule]:
         "augment.mask_from_bin": _integer(),
         "augment.mixup_alpha": _number(at_least=0),
         "augment.speed_change": _number(),
+        "augment.pitch_semitones": _number(),
         "augment.reverb_prob": _number(),
         "augment.reverb_rt60_min": _number(),
         "augment.reverb_rt60_max": _number(),

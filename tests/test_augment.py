@@ -217,6 +217,35 @@ def test_speed_change_scales_frequency_and_keeps_the_centre():
     assert not np.allclose(out[0], out[1])  # independent per example
 
 
+def test_pitch_shift_moves_every_frequency_and_keeps_timing_and_level():
+    t = np.arange(RATE) / RATE
+    burst = (np.sin(2 * np.pi * 440 * t) * np.exp(-(((t - 0.5) / 0.1) ** 2))).astype(np.float32)
+    factors = np.array([[2 ** (2 / 12)], [2 ** (-2 / 12)], [1.0]], np.float32)
+    out = augment.shift_pitch(np.stack([burst] * 3), factors, 2.0).numpy()
+    for shifted, factor in zip(out, factors[:, 0], strict=True):
+        assert dominant_hz(shifted) == pytest.approx(440 * factor, rel=0.01)
+        assert abs(np.argmax(np.abs(shifted)) - RATE / 2) < RATE * 0.02  # the tempo is kept
+        assert np.sqrt(np.mean(shifted**2)) == pytest.approx(np.sqrt(np.mean(burst**2)), rel=1e-3)
+    # A factor of one gives the clip back: the vocoder's frames overlap-add exactly.
+    np.testing.assert_allclose(out[2], burst, atol=1e-3)
+
+
+def test_pitch_augmentation_draws_within_the_range_per_seed_and_example():
+    t = np.arange(RATE) / RATE
+    tone = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    config = augment_config(**NONE, pitch_semitones=3.0)
+    factors = []
+    for seed in range(6):
+        out = augment.augment_waveform(tone, [seed, 1], config, RATE, None).numpy()
+        again = augment.augment_waveform(tone, [seed, 1], config, RATE, None).numpy()
+        np.testing.assert_array_equal(out, again)
+        factors.append(dominant_hz(out) / 1000)
+    assert all(2 ** (-3 / 12) - 0.01 <= f <= 2 ** (3 / 12) + 0.01 for f in factors)
+    assert max(factors) - min(factors) > 0.05  # it varies with the seed
+    out = augment.augment_waveform(np.stack([tone, tone]), SEED, config, RATE, None).numpy()
+    assert dominant_hz(out[0]) != pytest.approx(dominant_hz(out[1]), rel=1e-3)  # per example
+
+
 def test_reverberation_adds_a_decaying_tail_and_keeps_the_level():
     click = np.zeros(RATE, np.float32)
     click[1000:1100] = 0.5
@@ -247,7 +276,14 @@ def test_band_limit_removes_energy_outside_a_random_band():
 
 
 def test_new_augmentation_settings_are_checked():
-    for key, value in (("speed_change", 1.0), ("reverb_prob", 1.5), ("band_prob", -0.1)):
+    settings = (
+        ("speed_change", 1.0),
+        ("pitch_semitones", -1.0),
+        ("pitch_semitones", 13.0),
+        ("reverb_prob", 1.5),
+        ("band_prob", -0.1),
+    )
+    for key, value in settings:
         with pytest.raises(UserError, match=f"augment.{key}"):
             augment.augment_waveform(
                 np.zeros(RATE, np.float32), SEED, augment_config(**{key: value}), RATE, None
