@@ -18,6 +18,9 @@ import tensorflow as tf
 
 from speechjax.errors import UserError
 
+# augment.pitch_semitones: up to an octave either way.
+MAX_PITCH_SEMITONES = 12.0
+
 
 def check_config(augment_config) -> None:
     """Raises UserError naming the first `augment.*` value out of range."""
@@ -171,7 +174,6 @@ def _windows_at(source: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
     return tf.gather(source, indices, batch_dims=source.shape.rank - 1)
 
 
-MAX_PITCH_SEMITONES = 12.0
 # Phase vocoder analysis: 32 ms frames at 16 kHz, a quarter-frame hop (the usual overlap
 # for time stretching; librosa's default too).
 _VOCODER_FFT = 512
@@ -236,8 +238,8 @@ def _stretch(spectra: tf.Tensor, factor: tf.Tensor, frames_out: int) -> tf.Tenso
     """Phase vocoder (Flanagan and Golden 1966; Laroche and Dolson 1999's phase advance):
     [B, T, K] complex STFT frames -> [B, frames_out, K], each clip `factor` ([B, 1]) times
     longer. Output frame j reads input position j / factor: magnitudes interpolated
-    linearly, phases advanced by each bin's measured frequency, so partials stay coherent.
-    Frames past the input's end are silent."""
+    linearly, each bin's phase advanced by its measured frequency, so it runs on smoothly
+    from frame to frame. Frames past the input's end are silent."""
     num_frames, bins = spectra.shape[1], spectra.shape[2]
     magnitude = tf.abs(spectra)
     phase = tf.math.angle(spectra)
