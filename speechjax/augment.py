@@ -158,14 +158,21 @@ def change_speed(waveform: tf.Tensor, seed, max_change: float, per_example) -> t
     factor = _uniform(seed, per_example, 1.0 - max_change, 1.0 + max_change)
     centre = (num_samples - 1) / 2.0
     positions = centre + (tf.range(num_samples, dtype=tf.float32) - centre) * factor
+    return _interpolate(waveform, positions)
+
+
+def _interpolate(source: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
+    """source [..., L] read at fractional positions [..., n] (leading dimensions paired) by
+    linear interpolation, with zeros beyond both ends."""
+    length = source.shape[-1]
     left = tf.floor(positions)
     fraction = positions - left
     left = tf.cast(left, tf.int32)
-    padded = tf.pad(waveform, [[0, 0]] * (waveform.shape.rank - 1) + [[1, 2]])
-    # padded[i + 1] is waveform[i]; positions outside [-1, num_samples] read the zero pads.
-    before = _windows_at(padded, tf.clip_by_value(left + 1, 0, num_samples + 2))
-    after = _windows_at(padded, tf.clip_by_value(left + 2, 0, num_samples + 2))
-    inside = (positions > -1.0) & (positions < num_samples)
+    padded = tf.pad(source, [[0, 0]] * (source.shape.rank - 1) + [[1, 2]])
+    # padded[i + 1] is source[i]; positions outside [-1, length] read the zero pads.
+    before = _windows_at(padded, tf.clip_by_value(left + 1, 0, length + 2))
+    after = _windows_at(padded, tf.clip_by_value(left + 2, 0, length + 2))
+    inside = (positions > -1.0) & (positions < length)
     return tf.where(inside, before * (1.0 - fraction) + after * fraction, 0.0)
 
 
@@ -219,13 +226,7 @@ def shift_pitch(waveform: tf.Tensor, factor: tf.Tensor, max_semitones: float) ->
     )
     # Sample n of the clip is sample (n + pad) * factor of the stretched signal.
     positions = (tf.range(num_samples, dtype=tf.float32) + pad) * factor
-    left = tf.floor(positions)
-    fraction = positions - left
-    left = tf.cast(left, tf.int32)
-    last = stretched.shape[-1] - 1
-    before = _windows_at(stretched, tf.minimum(left, last))
-    after = _windows_at(stretched, tf.minimum(left + 1, last))
-    shifted = tf.where(left < last, before * (1.0 - fraction) + after * fraction, 0.0)
+    shifted = _interpolate(stretched, positions)
     shifted = shifted * _rms(clips) / tf.maximum(_rms(shifted), 1e-8)
     return tf.reshape(shifted, shape)
 
