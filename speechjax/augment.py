@@ -196,9 +196,9 @@ def shift_pitch(waveform: tf.Tensor, factor: tf.Tensor, max_semitones: float) ->
 
     The vocoder is the textbook one (librosa's `phase_vocoder`, here on 32 ms frames):
     each bin keeps its own phase track, so partials lose some of their phase alignment
-    across bins ("phasiness"); on speech that costs energy (librosa's own pitch_shift keeps
-    55-85% of the RMS of a Speech Commands clip at +-2 semitones), so the result is scaled
-    back to the clip's RMS, as reverberate does.
+    across bins ("phasiness"); on speech that costs energy (librosa's own pitch_shift kept
+    54-85% of the RMS of a Speech Commands clip at +-2 semitones, on 32 ms or its default
+    128 ms frames), so the result is scaled back to the clip's RMS, as reverberate does.
 
     max_semitones (at least every |semitones| drawn) sizes the stretched signal, which
     must have a static length. Resampling is linear interpolation, as in change_speed:
