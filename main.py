@@ -108,8 +108,9 @@ def _run(argv) -> None:
 
         results = train.train_and_evaluate(config, workdir)
         if jax.process_index() == 0:
+            kept = "last" if results["train_on_validation"] else "best"
             print(
-                f"best validation accuracy {results['best_val_accuracy']:.4f} "
+                f"{kept} validation accuracy {results['best_val_accuracy']:.4f} "
                 f"(epoch {results['best_epoch']}); test accuracy "
                 f"{results['test_accuracy']:.4f}; results in {workdir}/results.json"
             )

@@ -32,6 +32,11 @@ def get_config() -> ml_collections.ConfigDict:
     # this fraction of the split's known-word clips.
     data.unknown_fraction = 0.1
     data.silence_fraction = 0.1
+    # The final fit, once a recipe is tuned: train on the train and validation splits
+    # together (more speakers), keep the last epoch's checkpoint and test it. Validation is
+    # still scored each epoch, but no longer held out: it picks no checkpoint and stops
+    # nothing (train.patience is ignored).
+    data.train_on_validation = False
     # Where the synthetic dataset (and the silence clips) are written once and reused.
     data.cache_dir = "~/.cache/speechjax"
     # Sample rate every clip is resampled to, and clip length in seconds.

@@ -68,6 +68,13 @@ def evaluate_checkpoint(
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
+    trained_on = metadata.data.get("train_on_validation") and metadata.same_data(eval_config)
+    if split == "validation" and trained_on:
+        logging.warning(
+            "%s was trained on this validation split too (data.train_on_validation): its "
+            "accuracy here is not that of unseen data.",
+            workdir,
+        )
     if list(pipeline.class_names) != list(metadata.class_names):
         raise UserError(
             f"data.source={eval_config.data.source!r} has {len(pipeline.class_names)} classes, the "

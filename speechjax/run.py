@@ -23,7 +23,16 @@ from speechjax.normalization import NormStats
 DEFINING_GROUPS = ("model", "features")
 DATA_FIELDS = ("sample_rate", "clip_seconds")
 # Data settings that say where clips come from: the same values mean "the training data".
-SOURCE_FIELDS = ("source", "dir", "layout", "classes_file", "data_dir", "cache_dir", "synthetic")
+SOURCE_FIELDS = (
+    "source",
+    "dir",
+    "layout",
+    "classes_file",
+    "data_dir",
+    "cache_dir",
+    "synthetic",
+    "train_on_validation",
+)
 # model.* and features.* fields added after checkpoints had been written, each with the value
 # that rebuilds what such a checkpoint holds: an older checkpoint's config is read with them.
 FEATURES_FIELDS_ADDED = {"branch_mels": 0}

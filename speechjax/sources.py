@@ -107,6 +107,16 @@ class FileSplit:
         """Example `index`'s waveform, float32 [n] at the split's sample rate."""
         return audio.load(self.paths[index], self.infos[index], self.sample_rate)
 
+    def joined(self, other: "FileSplit") -> "FileSplit":
+        """This split's files followed by `other`'s, under this split's name."""
+        return dataclasses.replace(
+            self,
+            paths=self.paths + other.paths,
+            labels=np.concatenate([self.labels, other.labels]),
+            infos=self.infos + other.infos,
+            skipped=self.skipped + other.skipped,
+        )
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TfdsSplit:
@@ -118,6 +128,8 @@ class TfdsSplit:
     num_examples: int
     sample_rate: int
     skipped: tuple[Skipped, ...] = ()
+    # The sizes of the TFDS splits that `split` adds up ("train+validation"); () for one.
+    part_sizes: tuple[int, ...] = ()
 
     @property
     def decoded_bytes(self) -> int:
@@ -132,8 +144,26 @@ class TfdsSplit:
 
     def shard_positions(self, index: int, count: int) -> np.ndarray:
         """Where the examples of `shard(index, count)` stand in the whole split: TFDS's
-        even_splits cuts contiguous blocks, the first (size % count) one example longer."""
-        return np.array_split(np.arange(self.num_examples), count)[index]
+        even_splits cuts contiguous blocks, the first (size % count) one example longer,
+        of each split that a "+" spec adds up."""
+        sizes = self.part_sizes or (self.num_examples,)
+        starts = np.cumsum((0, *sizes[:-1]))
+        return np.concatenate(
+            [
+                start + np.array_split(np.arange(size), count)[index]
+                for start, size in zip(starts, sizes, strict=True)
+            ]
+        )
+
+    def joined(self, other: "TfdsSplit") -> "TfdsSplit":
+        """This split's examples followed by `other`'s (a "+" spec), under this split's name."""
+        return dataclasses.replace(
+            self,
+            split=f"{self.split}+{other.split}",
+            num_examples=self.num_examples + other.num_examples,
+            skipped=self.skipped + other.skipped,
+            part_sizes=(*(self.part_sizes or (self.num_examples,)), other.num_examples),
+        )
 
     def dataset(self) -> tf.data.Dataset:
         sample_rate = self.sample_rate
@@ -174,7 +204,17 @@ def load_source(
     class_names: a trained model's classes, used instead of data.classes_file (TFDS brings
     its own). Listing only some splits lets a folder hold just the data to evaluate: with one
     split asked for, a folder of label folders with no split folders is that split.
+    With data.train_on_validation (the final fit), "train" is train followed by validation
+    when both are asked for.
     """
+    source = _listed_source(config, splits, class_names)
+    if config.data.train_on_validation and {"train", "validation"} <= source.splits.keys():
+        train = source.splits["train"].joined(source.splits["validation"])
+        source = dataclasses.replace(source, splits={**source.splits, "train": train})
+    return source
+
+
+def _listed_source(config, splits: tuple[str, ...], class_names: list[str] | None) -> Source:
     data = config.data
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:

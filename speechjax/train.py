@@ -121,11 +121,19 @@ def _fresh_meta() -> dict:
 
 
 def _check_resumable(run: RunMetadata, config, class_names, workdir: Workdir) -> None:
-    """A run resumes only with the model, front end and classes it was started with.
+    """A run resumes only with the model, front end, classes and data.train_on_validation it
+    was started with.
 
     class_names None: checks the config alone (before any data is read).
     """
     conflicts = run.conflicts(config)
+    # It decides which checkpoint is kept: a run keeps one rule from start to end.
+    trained_on_validation = run.data.get("train_on_validation", False)
+    if trained_on_validation != config.data.train_on_validation:
+        conflicts.append(
+            f"data.train_on_validation: checkpoint {trained_on_validation}, "
+            f"config {config.data.train_on_validation}"
+        )
     if class_names is not None and list(run.class_names) != list(class_names):
         conflicts.append(
             f"classes: checkpoint {list(run.class_names)[:5]}... ({len(run.class_names)}), "
@@ -190,6 +198,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
             f"train/val/test: {pipeline.num_examples['train']}/"
             f"{pipeline.num_examples['validation']}/{pipeline.num_examples['test']}"
         )
+        if config.data.train_on_validation:
+            log.line(
+                "data.train_on_validation: the training split includes validation's "
+                f"{pipeline.num_examples['validation']}; the last epoch is kept and tested, "
+                "early stopping is off."
+            )
     stopper = (
         EarlyStopping.from_dict(meta["early_stopping"])
         if meta["early_stopping"]
@@ -278,7 +292,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
                 "lr": float(lr_at(int(state.step))),
                 "seconds": seconds,
             }
-            stop = stopper.update(val.loss)
+            # Validation that was trained on picks no checkpoint and stops nothing.
+            held_out = not config.data.train_on_validation
+            stop = held_out and stopper.update(val.loss)
             meta.update(
                 epoch=epoch,
                 batches_done=0,
@@ -295,7 +311,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
                 state,
                 meta,
                 run,
-                metrics={checkpoints.BEST_METRIC: val.accuracy},
+                metrics={checkpoints.BEST_METRIC: val.accuracy} if held_out else None,
             )
             if is_chief:
                 _report_epoch(log, tensorboard, record, config, steps_per_epoch, workdir, meta)
@@ -323,8 +339,9 @@ def _report_epoch(log, tensorboard, record, config, steps_per_epoch, workdir, me
 
 
 def _finish(config, workdir, session, pipeline, manager, log) -> dict:
-    """Tests the best checkpoint and writes results.json."""
-    best_step = manager.best_step()
+    """Tests the best checkpoint (the last, with data.train_on_validation) and writes
+    results.json."""
+    best_step = checkpoints.choose_step(manager, -1)
     state, _ = checkpoints.restore(manager, best_step, session.state, session.replicated)
     meta = checkpoints.restore_meta(manager, manager.latest_step())
     best = next(h for h in meta["history"] if h["step"] == best_step)
@@ -336,6 +353,8 @@ def _finish(config, workdir, session, pipeline, manager, log) -> dict:
         "best_val_accuracy": best["val_accuracy"],
         "best_step": best_step,
         "best_epoch": best["epoch"],
+        # Whether the best_* checkpoint is simply the last (validation was trained on).
+        "train_on_validation": bool(config.data.train_on_validation),
         "test_accuracy": test.accuracy,
         "test_loss": test.loss,
         "test_examples": test.num_examples,
@@ -343,6 +362,7 @@ def _finish(config, workdir, session, pipeline, manager, log) -> dict:
         "train_seconds": meta["train_seconds"],
         "history": meta["history"],
     }
+    kept = "Last (validation trained on)" if config.data.train_on_validation else "Best"
     if jax.process_index() == 0:
         eval_loop.write_report(
             test,
@@ -356,7 +376,7 @@ def _finish(config, workdir, session, pipeline, manager, log) -> dict:
         log.summary(
             [
                 f"Training time: {meta['train_seconds']:.1f} s",
-                f"Best val Acc: {best['val_accuracy']:.4f} "
+                f"{kept} val Acc: {best['val_accuracy']:.4f} "
                 f"(epoch {best['epoch']}, step {best_step})",
                 f"Test Acc: {test.accuracy:.4f} ({test.num_examples} clips)",
             ]

@@ -158,6 +158,7 @@ def _field_rules(min_sample_rate: int) -> dict[str, _Rule]:
         "data.cache_mb": _integer(0),
         "data.unknown_fraction": _number(at_least=0),
         "data.silence_fraction": _number(at_least=0),
+        "data.train_on_validation": _FLAG,
         "data.synthetic.train_per_word": _integer(1),
         "data.synthetic.validation_per_word": _integer(1),
         "data.synthetic.test_per_word": _integer(1),

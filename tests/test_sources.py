@@ -375,6 +375,19 @@ def test_tfds_source_with_mock_data():
         assert np.abs(waveform).max() <= 1.0 and 0 <= label < 12
 
 
+def test_tfds_final_fit_trains_on_train_plus_validation():
+    config = tfds_config()
+    config.data.train_on_validation = True
+    with tfds.testing.mock_data(num_examples=5, policy=tfds.testing.MockPolicy.USE_CODE):
+        source = sources.load_source(config)
+        train = source.splits["train"]
+        assert (train.split, train.part_sizes) == ("train+validation", (5, 5))
+        assert train.num_examples == 10
+        # (TFDS's mock yields num_examples for any split spec, so the stream's length is not
+        # checkable here; the spec is what TFDS reads as both splits.)
+    assert source.splits["validation"].split == "validation"
+
+
 def test_tfds_missing_data_says_how_to_get_it(tmp_path):
     with pytest.raises(UserError, match="tfds build speech_commands") as error:
         sources.load_source(tfds_config(tmp_path))
@@ -393,6 +406,48 @@ def test_tfds_shard_positions_are_where_tfds_even_splits_cut(size, count):
         (block,) = part.to_absolute(infos)
         expected = np.arange(size)[block.from_ or 0 : size if block.to is None else block.to]
         np.testing.assert_array_equal(split.shard_positions(index, count), expected)
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_tfds_shard_positions_of_a_joined_split_follow_even_splits_of_each_part(count):
+    infos = tfds.core.SplitDict(
+        [
+            tfds.core.SplitInfo(name="train", shard_lengths=[7], num_bytes=0),
+            tfds.core.SplitInfo(name="validation", shard_lengths=[4], num_bytes=0),
+        ]
+    )
+    train = sources.TfdsSplit("train", None, "train", 7, 16000)
+    joined = train.joined(sources.TfdsSplit("validation", None, "validation", 4, 16000))
+    offsets = {"train": 0, "validation": 7}
+    parts = tfds.even_splits("train+validation", n=count, drop_remainder=False)
+    for index, part in enumerate(parts):
+        expected = np.concatenate(
+            [
+                offsets[block.splitname]
+                + np.arange(infos[block.splitname].num_examples)[block.from_ : block.to]
+                for block in part.to_absolute(infos)
+            ]
+        )
+        np.testing.assert_array_equal(joined.shard_positions(index, count), expected)
+
+
+def test_final_fit_appends_validation_to_train_only_when_both_are_listed(tiny_wav_tree, classes):
+    files = {f"train/{WORDS[i % 3]}/{i}.wav": wav() for i in range(4)}
+    files.update({f"validation/{WORDS[i % 3]}/v{i}.wav": wav() for i in range(3)})
+    files.update({f"test/{WORDS[i % 3]}/t{i}.wav": wav() for i in range(3)})
+    root = tiny_wav_tree(files)
+    held_out = sources.load_source(config_for(root, classes))
+    config = config_for(root, classes, train_on_validation=True)
+    final_fit = sources.load_source(config)
+    train, validation = held_out.splits["train"], held_out.splits["validation"]
+    assert final_fit.splits["train"].paths == train.paths + validation.paths
+    assert labels_of(final_fit.splits["train"]) == labels_of(train) + labels_of(validation)
+    assert final_fit.splits["train"].name == "train"
+    assert final_fit.splits["validation"].paths == validation.paths
+    assert final_fit.splits["test"].paths == held_out.splits["test"].paths
+    # Evaluating one split never joins anything.
+    only_train = sources.load_source(config, splits=("train",))
+    assert only_train.splits["train"].paths == train.paths
 
 
 def test_file_shards_cover_the_split_once_and_know_their_positions(tiny_wav_tree, classes):

@@ -1,11 +1,13 @@
 """The training loop in-process: resuming after an interrupt, NaN losses, early stopping."""
 
+import logging
 import os
 import signal
 
 import pytest
 
-from speechjax import checkpoints, eval_loop, input_pipeline, train
+from speechjax import checkpoints, eval_loop, evaluate, input_pipeline, train
+from speechjax.errors import UserError
 from speechjax.run import Workdir
 from tests import tiny_config
 
@@ -114,6 +116,54 @@ def test_early_stopping_ends_the_run_at_the_scripted_epoch(workspace, tmp_path, 
     assert [h["val_loss"] for h in results["history"]] == [1.0, 0.8, 0.9, 0.85]
     with open(tmp_path / "early" / "log.txt") as f:
         assert "Early stopping: validation loss has not improved for 2 epochs" in f.read()
+
+
+@pytest.mark.parametrize("train_on_validation", [False, True])
+def test_final_fit_keeps_the_last_epoch_and_never_stops_early(
+    workspace, tmp_path, monkeypatch, caplog, train_on_validation
+):
+    config = tiny_config.get_config(workspace)
+    with config.unlocked():
+        config.train.epochs = 4
+        config.train.patience = 1
+        config.data.train_on_validation = train_on_validation
+    # Scripted so that a held-out validation stops at epoch 2 and keeps epoch 1.
+    scores = iter([(0.5, 1.0), (0.9, 0.5), (1.0, 0.25), (1.1, 0.0)])
+    original = eval_loop.evaluate_split
+
+    def scripted(eval_step, state, pipeline, split, batch_size, mesh):
+        result = original(eval_step, state, pipeline, split, batch_size, mesh)
+        if split == "validation":
+            result.loss, result.accuracy = next(scores)
+        return result
+
+    monkeypatch.setattr(eval_loop, "evaluate_split", scripted)
+    workdir = tmp_path / "fit"
+    results = train.train_and_evaluate(config, str(workdir))
+    log = (workdir / "log.txt").read_text()
+    assert results["train_on_validation"] is train_on_validation
+    if not train_on_validation:
+        assert (results["epochs_run"], results["best_epoch"]) == (2, 1)
+        assert "train/val/test: 32/16/16" in log
+        # A run keeps its rule for the kept checkpoint: resuming with the other is refused.
+        with config.unlocked():
+            config.data.train_on_validation = True
+        with pytest.raises(UserError, match="data.train_on_validation: checkpoint False, config"):
+            train.train_and_evaluate(config, str(workdir))
+        return
+    # 32 training + 16 validation clips in batches of 8: 6 steps an epoch.
+    assert (results["epochs_run"], results["best_epoch"], results["best_step"]) == (4, 4, 24)
+    assert results["best_val_accuracy"] == 0.0
+    assert "train/val/test: 48/16/16" in log and "includes validation's 16" in log
+    assert "Last (validation trained on) val Acc: 0.0000 (epoch 4, step 24)" in log
+    assert "Early stopping" not in log
+    assert checkpoints.create_manager(Workdir(workdir)).all_steps() == [24]
+    monkeypatch.undo()
+    with config.unlocked():
+        config.eval.split = "validation"
+    with caplog.at_level(logging.WARNING):
+        evaluate.evaluate_checkpoint(config, str(workdir), output=str(tmp_path / "val.json"))
+    assert "was trained on this validation split too" in caplog.text
 
 
 def test_one_program_step_trains_like_the_split_step(workspace, uninterrupted, tmp_path):
