@@ -138,6 +138,11 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.data / "classes.txt").is_file():
         sys.exit(f"error: no {args.data}/classes.txt: point --data at mini_speech_commands")
+    if any("train_on_validation=True" in flags for flags in [*args.runs, *args.override]):
+        sys.exit(
+            "error: data.train_on_validation trains on validation, whose accuracy this "
+            "benchmark times: leave it out here"
+        )
     accelerator.select_platform()
     curves, rows = {}, []
     for run in args.runs:
