@@ -19,6 +19,7 @@ be redrawn; an unfinished one resumes for another budget; `--fresh` deletes them
 import argparse
 import json
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -138,7 +139,8 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.data / "classes.txt").is_file():
         sys.exit(f"error: no {args.data}/classes.txt: point --data at mini_speech_commands")
-    if any("train_on_validation=True" in flags for flags in [*args.runs, *args.override]):
+    final_fit = re.compile(r"train_on_validation=(true|1)\b", re.IGNORECASE)
+    if any(final_fit.search(flags) for flags in [*args.runs, *args.override]):
         sys.exit(
             "error: data.train_on_validation trains on validation, whose accuracy this "
             "benchmark times: leave it out here"

@@ -68,8 +68,7 @@ def evaluate_checkpoint(
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    trained_on = metadata.data.get("train_on_validation") and metadata.same_data(eval_config)
-    if split == "validation" and trained_on:
+    if split == "validation" and metadata.trained_on_validation and metadata.same_data(eval_config):
         logging.warning(
             "%s was trained on this validation split too (data.train_on_validation): its "
             "accuracy here is not that of unseen data.",

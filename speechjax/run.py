@@ -130,6 +130,11 @@ class RunMetadata:
         )
 
     @property
+    def trained_on_validation(self) -> bool:
+        """Whether it was the final fit (data.train_on_validation; absent in older runs)."""
+        return bool(self.data.get("train_on_validation", False))
+
+    @property
     def clip_samples(self) -> int:
         return round(self.clip_seconds * self.sample_rate)
 

@@ -146,7 +146,7 @@ class TfdsSplit:
         """Where the examples of `shard(index, count)` stand in the whole split: TFDS's
         even_splits cuts contiguous blocks, the first (size % count) one example longer,
         of each split that a "+" spec adds up."""
-        sizes = self.part_sizes or (self.num_examples,)
+        sizes = self._sizes
         starts = np.cumsum((0, *sizes[:-1]))
         return np.concatenate(
             [
@@ -162,8 +162,12 @@ class TfdsSplit:
             split=f"{self.split}+{other.split}",
             num_examples=self.num_examples + other.num_examples,
             skipped=self.skipped + other.skipped,
-            part_sizes=(*(self.part_sizes or (self.num_examples,)), other.num_examples),
+            part_sizes=(*self._sizes, other.num_examples),
         )
+
+    @property
+    def _sizes(self) -> tuple[int, ...]:
+        return self.part_sizes or (self.num_examples,)
 
     def dataset(self) -> tf.data.Dataset:
         sample_rate = self.sample_rate

@@ -128,10 +128,9 @@ def _check_resumable(run: RunMetadata, config, class_names, workdir: Workdir) ->
     """
     conflicts = run.conflicts(config)
     # It decides which checkpoint is kept: a run keeps one rule from start to end.
-    trained_on_validation = run.data.get("train_on_validation", False)
-    if trained_on_validation != config.data.train_on_validation:
+    if run.trained_on_validation != config.data.train_on_validation:
         conflicts.append(
-            f"data.train_on_validation: checkpoint {trained_on_validation}, "
+            f"data.train_on_validation: checkpoint {run.trained_on_validation}, "
             f"config {config.data.train_on_validation}"
         )
     if class_names is not None and list(run.class_names) != list(class_names):
@@ -209,6 +208,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
         if meta["early_stopping"]
         else EarlyStopping(config.train.patience)
     )
+    # Validation that was trained on picks no checkpoint and stops nothing.
+    held_out = not config.data.train_on_validation
     global_batch = config.train.batch_size
     lr_at = optim.learning_rate_schedule(config.train, steps_per_epoch)
 
@@ -292,8 +293,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
                 "lr": float(lr_at(int(state.step))),
                 "seconds": seconds,
             }
-            # Validation that was trained on picks no checkpoint and stops nothing.
-            held_out = not config.data.train_on_validation
             stop = held_out and stopper.update(val.loss)
             meta.update(
                 epoch=epoch,
