@@ -14,7 +14,7 @@ so together they do better (README, "Accuracy on real voices").
 
 Once the recipe is settled, the final fit adds validation's speakers to training and keeps
 the last epoch: `--config.train.epochs=8 --config.data.train_on_validation=True` (0.972 on
-`mini_speech_commands/test` for each of three seeds, in about 7.6 minutes of training).
+`mini_speech_commands/test` for each of three seeds, in about 8 minutes of training).
 """
 
 from configs import speech_embedding_resnet
