@@ -61,8 +61,12 @@ def test_tf_and_jax_front_ends_equal_the_networks_own():
     assert tf_features.shape == (*reference.shape, 1)
     # The near-silent clip exercises the floor 80 dB under its own maximum.
     assert np.ptp(reference[2]) > 1.0
-    np.testing.assert_allclose(tf_features[..., 0], reference, atol=1e-4)
-    np.testing.assert_allclose(np.asarray(jax_features), tf_features, atol=1e-4)
+    # Three float32 FFTs (ONNX Runtime's, TensorFlow's, XLA's) round differently, most in the
+    # chirp's weak bands, and by how much depends on the CPU: up to 1.04e-4 apart on an AMD
+    # EPYC without AVX-512. 3e-4 is 0.003 dB: a clip one sample late is off by 2.9, 1% louder
+    # by 0.009.
+    np.testing.assert_allclose(tf_features[..., 0], reference, atol=3e-4)
+    np.testing.assert_allclose(np.asarray(jax_features), tf_features, atol=3e-4)
 
 
 def test_frozen_network_over_the_clip_equals_the_network_window_by_window():
