@@ -15,6 +15,7 @@ SIGTERM to this process, and a second one still stops at once.
 
 import os
 import signal
+import sys
 
 import jax
 from absl import logging
@@ -31,8 +32,11 @@ class StopRequests:
         # Every signal heard, appended first thing in the handler (one C call, so a handler
         # that interrupts another still counts it; a check-then-set on `reason` could lose it).
         self._received: list[int] = []
+        self._previous_unraisablehook = None
 
     def __enter__(self):
+        self._previous_unraisablehook = sys.unraisablehook
+        sys.unraisablehook = self._unraisable
         signals = (signal.SIGINT,) if self._agreed else (signal.SIGINT, signal.SIGTERM)
         for sig in signals:
             self._previous[sig] = signal.signal(sig, self._handle)
@@ -46,6 +50,15 @@ class StopRequests:
         logging.warning("%s received: saving a checkpoint, then stopping.", self.reason)
         if self._agreed:
             os.kill(os.getpid(), signal.SIGTERM)  # to JAX's preemption service, as above
+
+    def _unraisable(self, unraisable):
+        # A second signal's KeyboardInterrupt raised where Python can only ignore it (a gc
+        # callback of XLA's, measured in CI) would print a traceback under the one-line
+        # message; should_stop raises it again, so it is not lost. Anything else is reported
+        # as before.
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and len(self._received) > 1:
+            return
+        self._previous_unraisablehook(unraisable)
 
     def should_stop(self, step: int) -> bool:
         """True at the step where this process (and, with several, every process) saves and
@@ -68,3 +81,4 @@ class StopRequests:
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        sys.unraisablehook = self._previous_unraisablehook

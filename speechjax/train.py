@@ -220,56 +220,62 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
             skip = meta["batches_done"]
             sums = meta["partial_sums"]
             batches = itertools.islice(pipeline.train_batches(epoch, session_batch), skip, None)
-            bar = tqdm(
+            # A context, so the bar ends its line however the epoch ends (a second Ctrl-C
+            # included): the message printed next must start a line of its own.
+            with tqdm(
                 total=steps_per_epoch * global_batch,
                 initial=skip * global_batch,
                 desc=f"epoch {epoch}/{config.train.epochs}",
                 unit="ex",
                 disable=not is_chief,
                 dynamic_ncols=True,
-            )
-            # Steps are queued asynchronously; the bar counts a step when it has finished,
-            # keeping QUEUED_STEPS in flight so the device never waits for the host.
-            in_flight = collections.deque()
-            for batch_index, batch in enumerate(batches, start=skip + 1):
-                state, metrics = session.train_step(state, sharding.put_batch(batch, session.mesh))
-                sums = _add(sums, metrics)
-                in_flight.append(metrics["count"])
-                if len(in_flight) > QUEUED_STEPS:
-                    in_flight.popleft().block_until_ready()
-                    bar.update(global_batch)
-                if batch_index % PROGRESS_EVERY == 0 or batch_index == steps_per_epoch:
-                    running = _sums_to_floats(sums)
-                    _check_finite(
-                        running["loss_sum"], epoch, int(state.step), manager.latest_step(), workdir
+            ) as bar:
+                # Steps are queued asynchronously; the bar counts a step when it has finished,
+                # keeping QUEUED_STEPS in flight so the device never waits for the host.
+                in_flight = collections.deque()
+                for batch_index, batch in enumerate(batches, start=skip + 1):
+                    state, metrics = session.train_step(
+                        state, sharding.put_batch(batch, session.mesh)
                     )
-                    bar.set_postfix(
-                        loss=f"{running['loss_sum'] / running['count']:.4f}",
-                        acc=f"{running['correct_sum'] / running['count']:.3f}",
-                    )
-                # The step number on the host: reading state.step would wait for the device.
-                if stop_requests.should_stop((epoch - 1) * steps_per_epoch + batch_index):
-                    _check_finite(
-                        _sums_to_floats(sums)["loss_sum"],
-                        epoch,
-                        int(state.step),
-                        manager.latest_step(),
-                        workdir,
-                    )
-                    meta.update(
-                        batches_done=batch_index,
-                        partial_sums=_sums_to_floats(sums),
-                        train_seconds=meta["train_seconds"] + time.time() - start,
-                    )
-                    checkpoints.save(manager, int(state.step), state, meta, run, metrics=None)
-                    bar.close()
-                    raise Interrupted(
-                        f"{stop_requests.reason}: saved checkpoint step {int(state.step)} "
-                        f"(epoch {epoch}, batch {batch_index}/{steps_per_epoch}) in "
-                        f"{workdir.checkpoints}; run the same command to resume."
-                    )
-            bar.update(global_batch * len(in_flight))
-            bar.close()
+                    sums = _add(sums, metrics)
+                    in_flight.append(metrics["count"])
+                    if len(in_flight) > QUEUED_STEPS:
+                        in_flight.popleft().block_until_ready()
+                        bar.update(global_batch)
+                    if batch_index % PROGRESS_EVERY == 0 or batch_index == steps_per_epoch:
+                        running = _sums_to_floats(sums)
+                        _check_finite(
+                            running["loss_sum"],
+                            epoch,
+                            int(state.step),
+                            manager.latest_step(),
+                            workdir,
+                        )
+                        bar.set_postfix(
+                            loss=f"{running['loss_sum'] / running['count']:.4f}",
+                            acc=f"{running['correct_sum'] / running['count']:.3f}",
+                        )
+                    # The step number on the host: reading state.step would wait for the device.
+                    if stop_requests.should_stop((epoch - 1) * steps_per_epoch + batch_index):
+                        _check_finite(
+                            _sums_to_floats(sums)["loss_sum"],
+                            epoch,
+                            int(state.step),
+                            manager.latest_step(),
+                            workdir,
+                        )
+                        meta.update(
+                            batches_done=batch_index,
+                            partial_sums=_sums_to_floats(sums),
+                            train_seconds=meta["train_seconds"] + time.time() - start,
+                        )
+                        checkpoints.save(manager, int(state.step), state, meta, run, metrics=None)
+                        raise Interrupted(
+                            f"{stop_requests.reason}: saved checkpoint step {int(state.step)} "
+                            f"(epoch {epoch}, batch {batch_index}/{steps_per_epoch}) in "
+                            f"{workdir.checkpoints}; run the same command to resume."
+                        )
+                bar.update(global_batch * len(in_flight))
             train_sums = _sums_to_floats(sums)
             _check_finite(
                 train_sums["loss_sum"], epoch, int(state.step), manager.latest_step(), workdir

@@ -180,37 +180,41 @@ def test_file_system_error_from_the_environment_is_one_error_line(tmp_path, work
 
 def test_a_second_signal_exits_at_once_with_one_line(tmp_path, workspace):
     workdir = tmp_path / "run"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "main.py",
-            "--config",
-            f"tests/tiny_config.py:{workspace}",
-            "--workdir",
-            str(workdir),
-            "--config.train.epochs=1000",
-        ],
-        cwd=REPO,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    stderr_file = tmp_path / "stderr.txt"
+    with stderr_file.open("w") as stderr_sink:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "main.py",
+                "--config",
+                f"tests/tiny_config.py:{workspace}",
+                "--workdir",
+                str(workdir),
+                "--config.train.epochs=1000",
+            ],
+            cwd=REPO,
+            env=dict(os.environ, JAX_PLATFORMS="cpu"),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_sink,
+            text=True,
+        )
     try:
-        # log.txt gets its header just before the epoch loop, whose guard turns the first
-        # signal into "checkpoint after this step".
+        # Signals once the first epoch's progress bar is up, inside the loop whose guard
+        # turns the first signal into "checkpoint after this step". In CI the bar was still
+        # open when the message came, and the message ended its line instead of starting one.
         deadline = time.time() + 300
-        while not (workdir / "log.txt").exists():
+        while "epoch 1/" not in stderr_file.read_text():
             assert process.poll() is None and time.time() < deadline, "training never started"
             time.sleep(0.1)
-        time.sleep(1.0)
+        time.sleep(0.5)
         # Two kinds of signal: two of one kind that arrive while the main thread is inside
         # compiled code merge into one (Unix signals do not queue).
         process.send_signal(signal.SIGINT)
         process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
+        process.wait(timeout=60)
     finally:
         process.kill()
+    stderr = stderr_file.read_text()
     assert process.returncode == 130, stderr
     assert [
         line for line in stderr.splitlines() if line.startswith(("error:", "interrupted:"))

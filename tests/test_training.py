@@ -5,8 +5,9 @@ import os
 import signal
 
 import pytest
+from tqdm import tqdm
 
-from speechjax import checkpoints, eval_loop, evaluate, input_pipeline, train
+from speechjax import checkpoints, eval_loop, evaluate, input_pipeline, sharding, train
 from speechjax.errors import UserError
 from speechjax.run import Workdir
 from tests import tiny_config
@@ -53,6 +54,37 @@ def test_resume_after_sigterm_mid_epoch_matches_uninterrupted(
 
     resumed = train.train_and_evaluate(config, workdir)
     assert _without_timing(resumed) == _without_timing(uninterrupted)
+
+
+def test_the_epoch_bar_ends_its_line_when_a_stop_at_once_leaves_the_loop(
+    workspace, tmp_path, monkeypatch
+):
+    # A second Ctrl-C raises KeyboardInterrupt wherever the main thread is (here: in the
+    # epoch loop's body); main.py then prints one line, which must not continue a bar still
+    # drawn (in CI it did). Validation's bar needs no such care: it is the loop's iterator,
+    # closed by tqdm as the exception unwinds.
+    bars = []
+
+    class RecordedBar(tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(train, "tqdm", RecordedBar)
+    put_batch = sharding.put_batch
+    batches_put = []
+
+    def stopped_at_once(batch, mesh):
+        batches_put.append(batch)
+        if len(batches_put) == 2:
+            raise KeyboardInterrupt
+        return put_batch(batch, mesh)
+
+    monkeypatch.setattr(sharding, "put_batch", stopped_at_once)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_and_evaluate(tiny_config.get_config(workspace), str(tmp_path / "run"))
+    assert [bar.desc for bar in bars] == ["epoch 1/2"]
+    assert all(bar.disable for bar in bars)  # tqdm's mark of a closed bar
 
 
 def test_resume_after_finished_epoch_continues_to_more_epochs(workspace, uninterrupted, tmp_path):
