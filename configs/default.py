@@ -181,6 +181,10 @@ def get_config() -> ml_collections.ConfigDict:
     # auto = on the CPU for every model but AlexNet, where it was measured faster (README,
     # "Against PyTorch on this CPU"); the results are the same either way.
     train.split_step = "auto"
+    # Fine-tuning: the --workdir of a trained run whose best checkpoint's weights start this
+    # one ("" = random weights). Same model and front end; the classes may differ (shared
+    # names keep their classifier rows). Only a new run reads it; a resumed one has its own.
+    train.init_from = ""
 
     config.eval = eval_config = ml_collections.ConfigDict()
     # Examples per evaluation batch (the last one is padded and masked).

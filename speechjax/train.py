@@ -17,7 +17,15 @@ import ml_collections
 from absl import logging
 from tqdm import tqdm
 
-from speechjax import checkpoints, eval_loop, input_pipeline, optim, reporting, sharding
+from speechjax import (
+    checkpoints,
+    eval_loop,
+    input_pipeline,
+    optim,
+    reporting,
+    sharding,
+    warm_start,
+)
 from speechjax.early_stopping import EarlyStopping
 from speechjax.errors import UserError
 from speechjax.run import RunMetadata, Workdir
@@ -146,6 +154,28 @@ def _check_resumable(run: RunMetadata, config, class_names, workdir: Workdir) ->
         )
 
 
+def _write_run_header(config, pipeline, workdir: Workdir, log) -> None:
+    """A new run's config.json, norm_stats.json and the first lines of its log.txt."""
+    with open(workdir.config_json, "w") as f:
+        f.write(config.to_json_best_effort(indent=2) + "\n")
+    pipeline.norm_stats.save(workdir.norm_stats)  # a copy for people; never read back
+    log.line(
+        f"model: {config.model.name} lr: {config.train.lr} dropout: {config.model.dropout} "
+        f"batch: {config.train.batch_size} features: {config.features.kind} "
+        f"input: {pipeline.input_shape} devices: {jax.device_count()} "
+        f"train/val/test: {pipeline.num_examples['train']}/"
+        f"{pipeline.num_examples['validation']}/{pipeline.num_examples['test']}"
+    )
+    if config.data.train_on_validation:
+        log.line(
+            "data.train_on_validation: the training split includes validation's "
+            f"{pipeline.num_examples['validation']}; the last epoch is kept and tested, "
+            "early stopping is off."
+        )
+    if config.train.init_from:
+        log.line(f"train.init_from: starts from the weights of {config.train.init_from}")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> dict:
     """Trains (or resumes) in `workdir_path`, then tests the best checkpoint; returns results."""
     workdir = Workdir(workdir_path)
@@ -186,23 +216,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
             meta["epoch"],
             meta["batches_done"],
         )
-    elif is_chief:
-        with open(workdir.config_json, "w") as f:
-            f.write(config.to_json_best_effort(indent=2) + "\n")
-        pipeline.norm_stats.save(workdir.norm_stats)  # a copy for people; never read back
-        log.line(
-            f"model: {config.model.name} lr: {config.train.lr} dropout: {config.model.dropout} "
-            f"batch: {config.train.batch_size} features: {config.features.kind} "
-            f"input: {pipeline.input_shape} devices: {jax.device_count()} "
-            f"train/val/test: {pipeline.num_examples['train']}/"
-            f"{pipeline.num_examples['validation']}/{pipeline.num_examples['test']}"
-        )
-        if config.data.train_on_validation:
-            log.line(
-                "data.train_on_validation: the training split includes validation's "
-                f"{pipeline.num_examples['validation']}; the last epoch is kept and tested, "
-                "early stopping is off."
+    else:
+        if config.train.init_from:
+            state = sharding.put_replicated(
+                warm_start.warm_start(
+                    session.state, config, pipeline.class_names, pipeline.input_shape
+                ),
+                session.mesh,
             )
+        if is_chief:
+            _write_run_header(config, pipeline, workdir, log)
     stopper = (
         EarlyStopping.from_dict(meta["early_stopping"])
         if meta["early_stopping"]

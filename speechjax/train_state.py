@@ -7,6 +7,7 @@ what `jax.jit` with shardings and buffer donation wants.
 """
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,28 @@ class ModelDef:
     eval_graph: nnx.GraphDef
 
 
+def _build_model(
+    config: ml_collections.ConfigDict, num_classes: int, input_shape: tuple[int, int, int]
+) -> nnx.Module:
+    # "rbg" keys for initialisation: threefry's init graph compiles for seconds on CPU.
+    params_key = jax.random.key(config.seed, impl="rbg")
+    rngs = nnx.Rngs(params=params_key, dropout=config.seed + 1)
+    model = models.create_model(config.model, num_classes, input_shape, rngs)
+    models.set_training(model, True)
+    return model
+
+
+def abstract_model_variables(
+    config: ml_collections.ConfigDict, num_classes: int, input_shape: tuple[int, int, int]
+) -> dict[str, nnx.State]:
+    """{"params", "model_state"} of the model, as shapes and dtypes only (nothing computed):
+    the template for reading a checkpoint's weights."""
+    _, params, model_state = nnx.split(
+        nnx.eval_shape(lambda: _build_model(config, num_classes, input_shape)), nnx.Param, ...
+    )
+    return {"params": params, "model_state": model_state}
+
+
 def create_train_state(
     config: ml_collections.ConfigDict,
     num_classes: int,
@@ -47,15 +70,7 @@ def create_train_state(
     tx: optax.GradientTransformation,
 ) -> tuple[ModelDef, TrainState]:
     """Initialises the model from `config.seed` and the optimiser state for it."""
-
-    def build() -> nnx.Module:
-        # "rbg" keys for initialisation: threefry's init graph compiles for seconds on CPU.
-        params_key = jax.random.key(config.seed, impl="rbg")
-        rngs = nnx.Rngs(params=params_key, dropout=config.seed + 1)
-        model = models.create_model(config.model, num_classes, input_shape, rngs)
-        models.set_training(model, True)
-        return model
-
+    build = functools.partial(_build_model, config, num_classes, input_shape)
     # The graphs come from an abstract model (shapes only); the arrays from one compiled
     # init, since eager initialisation compiles every random draw separately (seconds each
     # on a CPU).

@@ -227,6 +227,7 @@ def _field_rules(min_sample_rate: int) -> dict[str, _Rule]:
         ),
         "train.label_smoothing": _number(at_least=0, below=1),
         "train.split_step": _TEXT,
+        "train.init_from": _TEXT,
         "eval.batch_size": _integer(1),
         "eval.split": _TEXT,
         "eval.step": _integer(-1),
