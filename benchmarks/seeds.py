@@ -149,6 +149,8 @@ def main() -> None:
         # "configs/resnet32.py --config.train.epochs=9" -> "resnet32-train.epochs=9"
         config, *flags = run.split()
         name = "-".join([pathlib.Path(config).stem, *(f.removeprefix("--config.") for f in flags)])
+        # A path among the flags (train.init_from=runs/x) must not nest the run's folder.
+        name = name.replace("/", "_")
         records = []
         for seed in args.seeds:
             workdir = args.out / args.table / f"{name}-seed{seed}"
