@@ -23,14 +23,13 @@ from speechjax.run import Workdir
 from speechjax.train_state import TrainState, abstract_model_variables
 
 
-def _class_axes(config, num_classes: int, input_shape) -> dict:
-    """{leaf path: the axis that has one entry per class}, found by building the model's
-    shapes for one class more and seeing which axes grow."""
-    these = abstract_model_variables(config, num_classes, input_shape)
+def _class_axes(fresh, config, num_classes: int, input_shape) -> dict:
+    """{leaf path: the axis that has one entry per class} of `fresh`, a model's weights for
+    `num_classes`, found by building its shapes for one class more: those axes grow."""
     more = abstract_model_variables(config, num_classes + 1, input_shape)
     axes = {}
     for (path, a), b in zip(
-        jax.tree_util.tree_flatten_with_path(these)[0], jax.tree.leaves(more), strict=True
+        jax.tree_util.tree_flatten_with_path(fresh)[0], jax.tree.leaves(more), strict=True
     ):
         grown = [i for i, (m, n) in enumerate(zip(a.shape, b.shape, strict=True)) if m != n]
         if grown:
@@ -102,7 +101,7 @@ def warm_start(
         )
     template = abstract_model_variables(trained.apply_to(config), len(old_names), input_shape)
     fresh = {"params": state.params, "model_state": state.model_state}
-    class_axes = _class_axes(config, len(new_names), input_shape)
+    class_axes = _class_axes(fresh, config, len(new_names), input_shape)
     _check_same_layers(template, fresh, class_axes, where)
     saved = checkpoints.restore_model_variables(manager, step, template)
     new_rows = np.array([new_names.index(name) for name in shared])

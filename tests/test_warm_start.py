@@ -50,7 +50,8 @@ def test_new_classes_keep_the_trained_rows_of_the_shared_ones(workspace, trained
     old_names = list(old.metadata.class_names)
     assert old_names == list(tiny_config.WORDS)
 
-    class_axes = warm_start._class_axes(config, len(new_names), input_shape)
+    fresh_variables = {"params": fresh.params, "model_state": fresh.model_state}
+    class_axes = warm_start._class_axes(fresh_variables, config, len(new_names), input_shape)
     # The classifier's kernel and bias, and nothing else, have one entry per class.
     assert len(class_axes) == 2
     old_leaves = _leaves({"params": old.variables.params})
