@@ -280,8 +280,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
                         )
                     # The step number on the host: reading state.step would wait for the device.
                     if stop_requests.should_stop((epoch - 1) * steps_per_epoch + batch_index):
+                        partial_sums = _sums_to_floats(sums)
                         _check_finite(
-                            _sums_to_floats(sums)["loss_sum"],
+                            partial_sums["loss_sum"],
                             epoch,
                             int(state.step),
                             manager.latest_step(),
@@ -289,7 +290,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
                         )
                         meta.update(
                             batches_done=batch_index,
-                            partial_sums=_sums_to_floats(sums),
+                            partial_sums=partial_sums,
                             train_seconds=meta["train_seconds"] + time.time() - start,
                         )
                         checkpoints.save(manager, int(state.step), state, meta, run, metrics=None)
