@@ -1,0 +1,172 @@
+"""Test accuracy against the number of training speakers on mini_speech_commands.
+
+About 35 recipe changes leave ResNet-32 near 96% on mini's test speakers (README,
+"Accuracy on real voices"), while a pretrained embedding that has heard far more speakers
+reaches 97%. This asks the question behind that: how fast does test accuracy grow with
+the speakers trained on? It trains one run on nested random subsets of mini's training
+speakers (every clip of a chosen speaker, none of the others; validation and test as
+they are), each for about the same number of examples seen, so that a point differs from
+the next only in how many voices it heard. It prints a table and plots test accuracy
+against the number of speakers trained on (PNG).
+
+A subset is a folder of symbolic links to the chosen clips (nothing is copied), under
+`--out`. Fraction 1 trains on the data folder itself. Finished runs are read, not trained
+again (benchmarks/seeds.py's records).
+
+    python benchmarks/speaker_curve.py --fractions 0.25 0.5 1
+"""
+
+import argparse
+import os
+import pathlib
+import random
+import shutil
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks import seeds  # noqa: E402
+
+DEFAULT_RUN = "configs/resnet32.py --config.data.train_on_validation=True"
+TRAINS_ON_VALIDATION = "--config.data.train_on_validation=True"
+# The final fit's 8 epochs of mini's train + validation (5,694 + 595 clips).
+DEFAULT_EXAMPLES = 8 * (5694 + 595)
+TARGET = 0.97
+
+
+def speaker_of(clip: pathlib.Path) -> str:
+    """Speech Commands names a clip `<speaker>_nohash_<n>.<ext>`."""
+    return clip.name.split("_", 1)[0]
+
+
+def training_clips(mini: pathlib.Path) -> list[pathlib.Path]:
+    """Every clip of `mini`/train/<label>/, sorted (so a subset does not hang on listing order)."""
+    clips = sorted(p for p in (mini / "train").glob("*/*") if p.is_file())
+    if not clips:
+        sys.exit(f"error: {mini / 'train'} holds no clips in <label>/ folders")
+    return clips
+
+
+def speaker_subset(
+    shared: pathlib.Path, fraction: float, seed: int, dest: pathlib.Path
+) -> tuple[int, int]:
+    """Builds `dest` as a `--shared` folder whose mini train split keeps `fraction` of the speakers.
+
+    The speakers are shuffled once by `seed` and the first `int(fraction * n)` kept, so the
+    subsets of one seed are nested. Validation, test, classes.txt and the noise folder are
+    linked as they are. Returns (speakers kept, training clips kept).
+    """
+    mini = shared / "mini_speech_commands"
+    clips = training_clips(mini)
+    speakers = sorted({speaker_of(clip) for clip in clips})
+    random.Random(seed).shuffle(speakers)
+    keep = set(speakers[: int(fraction * len(speakers))])
+    if not keep:
+        sys.exit(f"error: fraction {fraction} keeps none of {len(speakers)} speakers")
+    if dest.exists():
+        shutil.rmtree(dest)
+    subset = dest / "mini_speech_commands"
+    kept = 0
+    for clip in clips:
+        if speaker_of(clip) in keep:
+            link = subset / "train" / clip.parent.name / clip.name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(clip.resolve(), link)
+            kept += 1
+    for name in ("validation", "test", "classes.txt"):
+        os.symlink((mini / name).resolve(), subset / name)
+    os.symlink((shared / "_background_noise_").resolve(), dest / "_background_noise_")
+    return len(keep), kept
+
+
+def epochs_for(examples: int, clips: int) -> int:
+    """Whole epochs of `clips` closest to `examples` examples seen (at least one)."""
+    return max(1, round(examples / clips))
+
+
+def plot(rows: list[dict], path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    speakers = [row["speakers"] for row in rows]
+    ax.plot(speakers, [row["test_accuracy"] for row in rows], marker="o", label="test")
+    for row in rows:
+        ax.annotate(
+            f"{row['test_accuracy']:.3f}",
+            (row["speakers"], row["test_accuracy"]),
+            textcoords="offset points",
+            xytext=(0, 8),
+            ha="center",
+        )
+    ax.axhline(TARGET, color="grey", lw=0.8, ls="--", label=f"target {TARGET:.0%}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(speakers, [str(s) for s in speakers])
+    ax.set(xlabel="speakers trained on", ylabel="test accuracy (177 unseen speakers)")
+    ax.set_title("mini_speech_commands: test accuracy against speakers trained on")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--fractions", nargs="+", type=float, default=[0.25, 0.5, 1.0])
+    parser.add_argument("--run", default=DEFAULT_RUN, help="config file and its flags")
+    parser.add_argument("--seed", type=int, default=0, help="picks the speakers and the run")
+    parser.add_argument("--examples", type=int, default=DEFAULT_EXAMPLES)
+    parser.add_argument("--shared", type=pathlib.Path, default=seeds.SHARED_DATA)
+    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "runs" / "speaker_curve")
+    args = parser.parse_args()
+    for name in ("mini_speech_commands", "_background_noise_"):
+        if not (args.shared / name).is_dir():
+            sys.exit(f"error: {args.shared} lacks {name}: point --shared at the data")
+    if any(not 0 < fraction <= 1 for fraction in args.fractions):
+        sys.exit("error: --fractions must lie in (0, 1]")
+    mini = args.shared / "mini_speech_commands"
+    validation = sorted(p for p in (mini / "validation").glob("*/*") if p.is_file())
+    with_validation = TRAINS_ON_VALIDATION in args.run.split()
+    rows = []
+    for fraction in sorted(args.fractions):
+        point = args.out / f"speakers-{fraction:g}"
+        if fraction == 1:
+            shared = args.shared
+            clips = training_clips(mini)
+            speakers, kept = len({speaker_of(c) for c in clips}), len(clips)
+        else:
+            shared = point / "data"
+            speakers, kept = speaker_subset(args.shared, fraction, args.seed, shared)
+        if with_validation:
+            speakers += len({speaker_of(c) for c in validation})
+            kept += len(validation)
+        epochs = epochs_for(args.examples, kept)
+        run = f"{args.run} --config.train.epochs={epochs}"
+        record = seeds.train(run, args.seed, seeds.mini_data_flags(shared), point / "run")
+        record.update(fraction=fraction, speakers=speakers, clips=kept)
+        rows.append(record)
+        print(
+            f"fraction {fraction:g}: {speakers} speakers, {kept} clips, {epochs} epochs, "
+            f"test {record['test_accuracy']:.4f}",
+            flush=True,
+        )
+    print(f"\nspeaker curve, seed {args.seed}: {args.run}")
+    print("| speakers trained on | clips | epochs | training min | test |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        print(
+            f"| {row['speakers']} | {row['clips']} | {row['epochs']} "
+            f"| {row['train_seconds'] / 60:.1f} | {row['test_accuracy']:.3f} |"
+        )
+    print("\ncommands:")
+    for row in rows:
+        print("  " + row["command"])
+    plot(rows, args.out / "speaker_curve.png")
+    print(f"plot: {args.out / 'speaker_curve.png'}")
+
+
+if __name__ == "__main__":
+    main()
