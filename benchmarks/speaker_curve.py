@@ -6,21 +6,24 @@ reaches 97%. This asks the question behind that: how fast does test accuracy gro
 the speakers trained on? It trains one run on nested random subsets of mini's training
 speakers (every clip of a chosen speaker, none of the others; validation and test as
 they are), each for about the same number of examples seen, so that a point differs from
-the next only in how many voices it heard. It prints a table and plots test accuracy
-against the number of speakers trained on (PNG).
+the next only in how many voices it heard. Each seed picks its own speakers and trains its
+own runs. It prints a table and plots test accuracy against the number of speakers
+trained on, for each seed and their mean (PNG).
 
 A subset is a folder of symbolic links to the chosen clips (nothing is copied), under
 `--out`. Fraction 1 trains on the data folder itself. Finished runs are read, not trained
 again (benchmarks/seeds.py's records).
 
-    python benchmarks/speaker_curve.py --fractions 0.25 0.5 1
+    python benchmarks/speaker_curve.py --fractions 0.25 0.5 1 --seeds 0 1
 """
 
 import argparse
+import itertools
 import os
 import pathlib
 import random
 import shutil
+import statistics
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -84,6 +87,16 @@ def epochs_for(examples: int, clips: int) -> int:
     return max(1, round(examples / clips))
 
 
+def mean_curve(rows: list[dict]) -> tuple[list[int], list[float]]:
+    """Speakers trained on and the mean test accuracy over the seeds, per point."""
+    speakers = sorted({row["speakers"] for row in rows})
+    means = [
+        statistics.mean(row["test_accuracy"] for row in rows if row["speakers"] == n)
+        for n in speakers
+    ]
+    return speakers, means
+
+
 def plot(rows: list[dict], path: pathlib.Path) -> None:
     import matplotlib
 
@@ -91,16 +104,20 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    speakers = [row["speakers"] for row in rows]
-    ax.plot(speakers, [row["test_accuracy"] for row in rows], marker="o", label="test")
-    for row in rows:
-        ax.annotate(
-            f"{row['test_accuracy']:.3f}",
-            (row["speakers"], row["test_accuracy"]),
-            textcoords="offset points",
-            xytext=(0, 8),
-            ha="center",
+    for seed in sorted({row["seed"] for row in rows}):
+        mine = [row for row in rows if row["seed"] == seed]
+        ax.plot(
+            [row["speakers"] for row in mine],
+            [row["test_accuracy"] for row in mine],
+            marker="o",
+            ls=":",
+            alpha=0.6,
+            label=f"seed {seed}",
         )
+    speakers, means = mean_curve(rows)
+    ax.plot(speakers, means, marker="s", color="black", label="mean")
+    for x, y in zip(speakers, means, strict=True):
+        ax.annotate(f"{y:.3f}", (x, y), textcoords="offset points", xytext=(0, 8), ha="center")
     ax.axhline(TARGET, color="grey", lw=0.8, ls="--", label=f"target {TARGET:.0%}")
     ax.set_xscale("log", base=2)
     ax.set_xticks(speakers, [str(s) for s in speakers])
@@ -117,7 +134,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.25, 0.5, 1.0])
     parser.add_argument("--run", default=DEFAULT_RUN, help="config file and its flags")
-    parser.add_argument("--seed", type=int, default=0, help="picks the speakers and the run")
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[0], help="each picks its speakers and its run"
+    )
     parser.add_argument("--examples", type=int, default=DEFAULT_EXAMPLES)
     parser.add_argument("--shared", type=pathlib.Path, default=seeds.SHARED_DATA)
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "runs" / "speaker_curve")
@@ -131,36 +150,38 @@ def main() -> None:
     validation = sorted(p for p in (mini / "validation").glob("*/*") if p.is_file())
     with_validation = TRAINS_ON_VALIDATION in args.run.split()
     rows = []
-    for fraction in sorted(args.fractions):
-        point = args.out / f"speakers-{fraction:g}"
+    for seed, fraction in itertools.product(args.seeds, sorted(args.fractions)):
+        point = args.out / f"speakers-{fraction:g}-seed{seed}"
         if fraction == 1:
             shared = args.shared
             clips = training_clips(mini)
             speakers, kept = len({speaker_of(c) for c in clips}), len(clips)
         else:
             shared = point / "data"
-            speakers, kept = speaker_subset(args.shared, fraction, args.seed, shared)
+            speakers, kept = speaker_subset(args.shared, fraction, seed, shared)
         if with_validation:
             speakers += len({speaker_of(c) for c in validation})
             kept += len(validation)
         epochs = epochs_for(args.examples, kept)
         run = f"{args.run} --config.train.epochs={epochs}"
-        record = seeds.train(run, args.seed, seeds.mini_data_flags(shared), point / "run")
+        record = seeds.train(run, seed, seeds.mini_data_flags(shared), point / "run")
         record.update(fraction=fraction, speakers=speakers, clips=kept)
         rows.append(record)
         print(
-            f"fraction {fraction:g}: {speakers} speakers, {kept} clips, {epochs} epochs, "
-            f"test {record['test_accuracy']:.4f}",
+            f"seed {seed}, fraction {fraction:g}: {speakers} speakers, {kept} clips, "
+            f"{epochs} epochs, test {record['test_accuracy']:.4f}",
             flush=True,
         )
-    print(f"\nspeaker curve, seed {args.seed}: {args.run}")
-    print("| speakers trained on | clips | epochs | training min | test |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
-    for row in rows:
+    print(f"\nspeaker curve, seeds {args.seeds}: {args.run}")
+    print("| speakers trained on | seed | clips | epochs | training min | test |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in sorted(rows, key=lambda row: (row["speakers"], row["seed"])):
         print(
-            f"| {row['speakers']} | {row['clips']} | {row['epochs']} "
+            f"| {row['speakers']} | {row['seed']} | {row['clips']} | {row['epochs']} "
             f"| {row['train_seconds'] / 60:.1f} | {row['test_accuracy']:.3f} |"
         )
+    for speakers, mean in zip(*mean_curve(rows), strict=True):
+        print(f"| {speakers} | mean | | | | {mean:.3f} |")
     print("\ncommands:")
     for row in rows:
         print("  " + row["command"])

@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmarks.speaker_curve import epochs_for, speaker_of, speaker_subset
+from benchmarks.speaker_curve import epochs_for, mean_curve, speaker_of, speaker_subset
 
 
 @pytest.fixture
@@ -70,3 +70,15 @@ def test_epochs_match_the_examples_seen():
     assert epochs_for(8 * 6289, 2044) == 25  # a quarter + validation
     assert epochs_for(8 * 6289, 6289) == 8
     assert epochs_for(10, 100) == 1
+
+
+def test_mean_curve_averages_each_point_over_its_seeds():
+    rows = [
+        {"speakers": 762, "seed": 0, "test_accuracy": 0.96},
+        {"speakers": 444, "seed": 0, "test_accuracy": 0.95},
+        {"speakers": 444, "seed": 1, "test_accuracy": 0.94},
+        {"speakers": 762, "seed": 1, "test_accuracy": 0.97},
+    ]
+    speakers, means = mean_curve(rows)
+    assert speakers == [444, 762]
+    assert means == pytest.approx([0.945, 0.965])
