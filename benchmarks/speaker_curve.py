@@ -124,7 +124,7 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
     ax.set(xlabel="speakers trained on", ylabel="test accuracy (177 unseen speakers)")
     ax.set_title("mini_speech_commands: test accuracy against speakers trained on")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
