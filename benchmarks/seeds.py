@@ -58,6 +58,13 @@ TRANSFER_SETS = (
 )
 
 
+def require_data(shared: pathlib.Path, names: list[str]) -> None:
+    """Stops with a clear message when `shared` lacks any of the data folders `names`."""
+    missing = [name for name in names if not (shared / name).is_dir()]
+    if missing:
+        sys.exit(f"error: {shared} lacks {', '.join(missing)}: point --shared at the data")
+
+
 def run_main(args: list[str], log: pathlib.Path) -> float:
     """main.py with `args`, its output to `log`; returns its wall time in seconds."""
     command = [sys.executable, "main.py", *args]
@@ -140,9 +147,7 @@ def main() -> None:
     needs = ["mini_speech_commands", "_background_noise_"]
     if table["transfer"]:
         needs.append("toy_dataset")
-    missing = [name for name in needs if not (args.shared / name).is_dir()]
-    if missing:
-        sys.exit(f"error: {args.shared} lacks {', '.join(missing)}: point --shared at the data")
+    require_data(args.shared, needs)
     data_flags = table["data_flags"](args.shared)
     rows = []
     for run in args.runs or table["runs"]:

@@ -42,11 +42,11 @@ def speaker_of(clip: pathlib.Path) -> str:
     return clip.name.split("_", 1)[0]
 
 
-def training_clips(mini: pathlib.Path) -> list[pathlib.Path]:
-    """Every clip of `mini`/train/<label>/, sorted (so a subset does not hang on listing order)."""
-    clips = sorted(p for p in (mini / "train").glob("*/*") if p.is_file())
+def split_clips(mini: pathlib.Path, split: str = "train") -> list[pathlib.Path]:
+    """Every clip of `mini`/`split`/<label>/, sorted (a subset must not hang on listing order)."""
+    clips = sorted(p for p in (mini / split).glob("*/*") if p.is_file())
     if not clips:
-        sys.exit(f"error: {mini / 'train'} holds no clips in <label>/ folders")
+        sys.exit(f"error: {mini / split} holds no clips in <label>/ folders")
     return clips
 
 
@@ -60,7 +60,7 @@ def speaker_subset(
     linked as they are. Returns (speakers kept, training clips kept).
     """
     mini = shared / "mini_speech_commands"
-    clips = training_clips(mini)
+    clips = split_clips(mini)
     speakers = sorted({speaker_of(clip) for clip in clips})
     random.Random(seed).shuffle(speakers)
     keep = set(speakers[: int(fraction * len(speakers))])
@@ -141,27 +141,27 @@ def main() -> None:
     parser.add_argument("--shared", type=pathlib.Path, default=seeds.SHARED_DATA)
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "runs" / "speaker_curve")
     args = parser.parse_args()
-    for name in ("mini_speech_commands", "_background_noise_"):
-        if not (args.shared / name).is_dir():
-            sys.exit(f"error: {args.shared} lacks {name}: point --shared at the data")
+    seeds.require_data(args.shared, ["mini_speech_commands", "_background_noise_"])
     if any(not 0 < fraction <= 1 for fraction in args.fractions):
         sys.exit("error: --fractions must lie in (0, 1]")
     mini = args.shared / "mini_speech_commands"
-    validation = sorted(p for p in (mini / "validation").glob("*/*") if p.is_file())
-    with_validation = TRAINS_ON_VALIDATION in args.run.split()
+    train = split_clips(mini)
+    all_speakers, all_clips = len({speaker_of(c) for c in train}), len(train)
+    # Validation's speakers and clips, added to every point when the run trains on them.
+    extra_speakers = extra_clips = 0
+    if TRAINS_ON_VALIDATION in args.run.split():
+        validation = split_clips(mini, "validation")
+        extra_speakers, extra_clips = len({speaker_of(c) for c in validation}), len(validation)
     rows = []
     for seed, fraction in itertools.product(args.seeds, sorted(args.fractions)):
         point = args.out / f"speakers-{fraction:g}-seed{seed}"
         if fraction == 1:
-            shared = args.shared
-            clips = training_clips(mini)
-            speakers, kept = len({speaker_of(c) for c in clips}), len(clips)
+            shared, speakers, kept = args.shared, all_speakers, all_clips
         else:
             shared = point / "data"
             speakers, kept = speaker_subset(args.shared, fraction, seed, shared)
-        if with_validation:
-            speakers += len({speaker_of(c) for c in validation})
-            kept += len(validation)
+        speakers += extra_speakers
+        kept += extra_clips
         epochs = epochs_for(args.examples, kept)
         run = f"{args.run} --config.train.epochs={epochs}"
         record = seeds.train(run, seed, seeds.mini_data_flags(shared), point / "run")
