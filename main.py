@@ -19,7 +19,7 @@ _PLATFORM_NOTE = accelerator.select_platform()
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from speechjax.errors import UserError  # noqa: E402
+from speechjax.errors import Interrupted, UserError  # noqa: E402
 
 MODES = ("train", "eval", "predict", "export", "show_batch")
 
@@ -76,21 +76,24 @@ flags.mark_flags_as_required(["config"])
 def _run(argv) -> None:
     if len(argv) > 1:
         raise UserError(f"Unexpected arguments {argv[1:]}: every option is a --flag.")
-    import jax
-
     from speechjax import validation
+
+    if _DISTRIBUTED.value and _MODE.value in _SINGLE_PROCESS_MODES:
+        raise UserError(
+            f"--mode {_MODE.value} runs on one machine: drop --distributed "
+            "(only train and eval are spread over processes)."
+        )
+    if not _DISTRIBUTED.value and (
+        _COORDINATOR.value or _NUM_PROCESSES.value or _PROCESS_ID.value is not None
+    ):
+        raise UserError("--coordinator_address, --num_processes, --process_id need --distributed.")
+    import jax
 
     if _DISTRIBUTED.value:
         from speechjax import distributed
 
-        if _MODE.value in _SINGLE_PROCESS_MODES:
-            raise UserError(
-                f"--mode {_MODE.value} runs on one machine: drop --distributed "
-                "(only train and eval are spread over processes)."
-            )
+        # Before anything asks JAX for its devices (the checks below do).
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    elif _COORDINATOR.value or _NUM_PROCESSES.value or _PROCESS_ID.value is not None:
-        raise UserError("--coordinator_address, --num_processes, --process_id need --distributed.")
     if _PLATFORM_NOTE:
         logging.info(_PLATFORM_NOTE)
     config = _CONFIG.value
@@ -98,11 +101,11 @@ def _run(argv) -> None:
     validation.validate(config, _MODE.value)
     workdir = _WORKDIR.value or f"runs/{config.model.name}"
     validation.check_workdir(workdir)
+    if _MODE.value != "predict" and _AUDIO.value:
+        raise UserError("--audio is for --mode predict.")
     # Keys set with --config.<key>=...: eval and predict refuse those the checkpoint fixes.
     overrides = set(config_flags.get_override_values(flags.FLAGS["config"]))
     logging.info("JAX devices: %s; workdir: %s", jax.devices(), workdir)
-    if _MODE.value != "predict" and _AUDIO.value:
-        raise UserError("--audio is for --mode predict.")
     if _MODE.value == "train":
         from speechjax import train
 
@@ -134,8 +137,6 @@ def _run(argv) -> None:
 
 
 def main(argv) -> None:
-    from speechjax.train import Interrupted
-
     try:
         _run(argv)
     except UserError as e:

@@ -27,7 +27,7 @@ from speechjax import (
     warm_start,
 )
 from speechjax.early_stopping import EarlyStopping
-from speechjax.errors import UserError
+from speechjax.errors import Interrupted, UserError
 from speechjax.run import RunMetadata, Workdir
 from speechjax.stop_requests import StopRequests
 from speechjax.train_state import (
@@ -46,10 +46,6 @@ QUEUED_STEPS = 2
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived (on any process); a checkpoint was saved."""
 
 
 class Session:

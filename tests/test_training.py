@@ -8,7 +8,7 @@ import pytest
 from tqdm import tqdm
 
 from speechjax import checkpoints, eval_loop, evaluate, input_pipeline, sharding, train
-from speechjax.errors import UserError
+from speechjax.errors import Interrupted, UserError
 from speechjax.run import Workdir
 from tests import tiny_config
 
@@ -46,7 +46,7 @@ def test_resume_after_sigterm_mid_epoch_matches_uninterrupted(
             yield batch
 
     monkeypatch.setattr(input_pipeline.DataPipeline, "train_batches", interrupted_in_epoch_2)
-    with pytest.raises(train.Interrupted, match="SIGTERM: saved checkpoint step 6"):
+    with pytest.raises(Interrupted, match="SIGTERM: saved checkpoint step 6"):
         train.train_and_evaluate(config, workdir)
     monkeypatch.undo()
     # 32 training clips in batches of 8: epoch 1 ends at step 4, the signal lands in step 6.
