@@ -52,12 +52,15 @@ def create_manager(workdir: Workdir, keep_latest: int = 1):
 
 def existing_manager(workdir: Workdir):
     """The manager of a trained run; UserError (and nothing created) when it has no checkpoint."""
+    advice = "train first with the same --config and --workdir, or point --workdir at a trained run"
     if not os.path.isdir(workdir.checkpoints) or not os.listdir(workdir.checkpoints):
-        raise UserError(
-            f"No checkpoint in {workdir.checkpoints}: train first with the same --config and "
-            "--workdir, or point --workdir at a trained run."
-        )
-    return create_manager(workdir)
+        raise UserError(f"No checkpoint in {workdir.checkpoints}: {advice}.")
+    manager = create_manager(workdir)
+    if not manager.all_steps():
+        # Only unfinished saves (a run killed while writing its first checkpoint) or other files.
+        manager.close()
+        raise UserError(f"No finished checkpoint in {workdir.checkpoints}: {advice}.")
+    return manager
 
 
 def _is_key(x) -> bool:

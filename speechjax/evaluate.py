@@ -21,7 +21,6 @@ import ml_collections
 from absl import logging
 
 from speechjax import eval_loop, inference, input_pipeline, sharding, sources
-from speechjax.errors import UserError
 from speechjax.run import Workdir
 from speechjax.train_state import make_eval_step
 
@@ -74,11 +73,9 @@ def evaluate_checkpoint(
             "accuracy here is not that of unseen data.",
             workdir,
         )
-    if list(pipeline.class_names) != list(metadata.class_names):
-        raise UserError(
-            f"data.source={eval_config.data.source!r} has {len(pipeline.class_names)} classes, the "
-            f"checkpoint {len(metadata.class_names)}: evaluate it on data with its classes."
-        )
+    sources.check_data_classes(
+        pipeline.class_names, metadata.class_names, eval_config.data.source, "evaluate"
+    )
     mesh = sharding.create_mesh()
     # Evaluation pads its batches anyway: round up to a multiple of the devices.
     devices = jax.device_count()

@@ -49,6 +49,10 @@ def export_checkpoint(
         splits=("train", "test"),
         class_names=sources.model_class_names(metadata.class_names, data_config, overrides),
     )
+    # The test split verifies every artifact against the checkpoint's labels.
+    sources.check_data_classes(
+        pipeline.class_names, metadata.class_names, data_config.data.source, "export"
+    )
     calibration, _ = pipeline.waveforms("train", CALIBRATION_CLIPS)
     test_clips, test_labels = pipeline.waveforms("test", VERIFY_CLIPS)
     logging.info(

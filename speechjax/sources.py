@@ -298,6 +298,16 @@ def model_class_names(model_classes, config, overrides) -> list[str] | None:
     return model_classes
 
 
+def check_data_classes(data_classes, model_classes, source: str, mode: str) -> None:
+    """UserError when the data read for `mode` (eval, export) labels other classes than the
+    checkpoint's: TFDS brings its own, and ids of two class lists do not compare."""
+    if list(data_classes) != list(model_classes):
+        raise UserError(
+            f"data.source={source!r} has {len(data_classes)} classes, the checkpoint "
+            f"{len(model_classes)}: {mode} it with data of its classes."
+        )
+
+
 def read_classes(path: str) -> list[str]:
     """Class names, one a line; line order is the class id."""
     path = os.path.expanduser(path)

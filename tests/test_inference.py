@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from speechjax import evaluate, predict, train
+from speechjax import evaluate, predict, sources, train
 from speechjax.errors import UserError
 from speechjax.inference import Classifier
 from tests import tiny_config
@@ -149,6 +149,19 @@ def test_eval_without_a_checkpoint_leaves_the_workdir_as_it_was(workspace, tmp_p
     with pytest.raises(UserError, match="No checkpoint in"):
         evaluate.evaluate_checkpoint(eval_config(workspace), str(tmp_path / "none"))
     assert not (tmp_path / "none").exists()
+
+
+def test_eval_with_only_an_unfinished_save_says_train_first(workspace, tmp_path):
+    # What a run killed while writing its first checkpoint leaves behind.
+    (tmp_path / "run" / "checkpoints" / "1.orbax-checkpoint-tmp-123").mkdir(parents=True)
+    with pytest.raises(UserError, match="No finished checkpoint in .*: train first"):
+        evaluate.evaluate_checkpoint(eval_config(workspace), str(tmp_path / "run"))
+
+
+def test_data_with_other_classes_than_the_checkpoint_is_refused():
+    sources.check_data_classes(["yes", "no"], ("yes", "no"), "folder", "export")
+    with pytest.raises(UserError, match=r"data.source='tfds' has 12 classes, the checkpoint 2: "):
+        sources.check_data_classes([str(i) for i in range(12)], ["yes", "no"], "tfds", "export")
 
 
 @pytest.fixture(scope="module")
