@@ -44,6 +44,11 @@ def expand_audio_paths(specs: list[str]) -> list[str]:
             matches = [path]
         else:
             matches = [p for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
+        if not matches and os.path.isdir(path):
+            raise UserError(
+                f"--audio {spec}: the folder holds no audio file (searched recursively for "
+                f"{', '.join(audio.AUDIO_EXTENSIONS)})."
+            )
         if not matches:
             raise UserError(f"--audio {spec}: no such file or folder, and no file matches it.")
         found.extend(sorted(matches))
@@ -86,16 +91,23 @@ def predict_files(
     writes `output` (default workdir/predictions.json) and returns its record."""
     settings = config.predict  # checked by validation.validate
     paths = expand_audio_paths(audio_specs)
+    output = output or Workdir(workdir).predictions
+    if os.path.splitext(output)[1].lower() == ".csv":
+        # The CSV goes beside the JSON under the same stem: it would overwrite it.
+        raise UserError(
+            f"--output {output}: predict writes JSON there and its CSVs beside it "
+            f"({os.path.splitext(output)[0]}.csv); give a .json path."
+        )
     classifier = Classifier.from_workdir(workdir, config.eval.step)
     meta = classifier.metadata
     meta.check_overrides(config, overrides, f"{workdir} (step {classifier.step})")
     names = list(classifier.class_names)
     clip, rate = classifier.clip_samples, classifier.sample_rate
     hop = max(1, round(settings.hop_ms * rate / 1000))
-    output = output or Workdir(workdir).predictions
     if os.path.dirname(output):
         os.makedirs(os.path.dirname(output), exist_ok=True)
 
+    plot_names = _plot_names(paths)
     files, detections, skipped, plots = [], [], [], []
     for path in tqdm(paths, desc="predict", unit="file", disable=len(paths) < 2):
         try:
@@ -125,7 +137,7 @@ def predict_files(
         )
         detections.extend({"path": path, **d.to_dict()} for d in found)
         if settings.plot:
-            plot_path = f"{os.path.splitext(output)[0]}_{_file_stem(path)}.png"
+            plot_path = f"{os.path.splitext(output)[0]}_{plot_names[path]}.png"
             reporting.plot_detections(
                 waveform,
                 rate,
@@ -163,8 +175,21 @@ def predict_files(
     return record
 
 
-def _file_stem(path: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in os.path.basename(path))
+def _plot_names(paths: list[str]) -> dict[str, str]:
+    """A distinct file-name part per path for its plot: the path below the folder all of
+    them share (so rec/mon/take.wav and rec/tue/take.wav do not overwrite each other),
+    made safe for a file name, numbered where two still meet."""
+    common = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+    names: dict[str, str] = {}
+    for path in paths:
+        relative = os.path.relpath(os.path.abspath(path), common)
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in relative)
+        base, count = name, 1
+        while name in names.values():
+            count += 1
+            name = f"{base}-{count}"
+        names[path] = name
+    return names
 
 
 def _write_csvs(output: str, files: list[dict], detections: list[dict], top_k: int) -> None:

@@ -133,6 +133,29 @@ def test_audio_paths_expand_and_bad_ones_say_so(tmp_path, tiny_wav_tree):
         predict.expand_audio_paths([str(tmp_path / "missing.wav")])
     with pytest.raises(UserError, match="needs --audio"):
         predict.expand_audio_paths([])
+    empty = tiny_wav_tree({"notes.txt": "hi", "clip.m4a": b"not decoded"})
+    with pytest.raises(UserError, match=r"the folder holds no audio file \(searched recursively"):
+        predict.expand_audio_paths([str(empty)])
+
+
+def test_plots_of_files_of_one_name_in_two_folders_do_not_overwrite_each_other():
+    names = predict._plot_names(["rec/mon/take.wav", "rec/tue/take.wav", "rec/mon_take.wav"])
+    assert names == {
+        "rec/mon/take.wav": "mon_take.wav",
+        "rec/tue/take.wav": "tue_take.wav",
+        "rec/mon_take.wav": "mon_take.wav-2",
+    }
+    assert predict._plot_names(["/a/b/one file.wav"]) == {"/a/b/one file.wav": "one_file.wav"}
+
+
+def test_predict_refuses_a_csv_output_that_would_overwrite_its_json(tmp_path, tiny_wav_tree):
+    from tests.conftest import tone
+
+    root = tiny_wav_tree({"x.wav": tone()})
+    config, output = resnet32.get_config(), str(tmp_path / "out.csv")
+    with pytest.raises(UserError, match=r"--output .*out.csv: predict writes JSON there"):
+        predict.predict_files(config, str(tmp_path / "run"), [str(root)], output=output)
+    assert not (tmp_path / "out.csv").exists()
 
 
 def test_window_starts_cover_the_whole_recording():
