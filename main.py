@@ -83,10 +83,12 @@ def _run(argv) -> None:
             f"--mode {_MODE.value} runs on one machine: drop --distributed "
             "(only train and eval are spread over processes)."
         )
-    if not _DISTRIBUTED.value and (
-        _COORDINATOR.value or _NUM_PROCESSES.value or _PROCESS_ID.value is not None
+    if not _DISTRIBUTED.value and any(
+        flag.value is not None for flag in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)
     ):
         raise UserError("--coordinator_address, --num_processes, --process_id need --distributed.")
+    if _MODE.value != "predict" and _AUDIO.value:
+        raise UserError("--audio is for --mode predict.")
     import jax
 
     if _DISTRIBUTED.value:
@@ -101,8 +103,6 @@ def _run(argv) -> None:
     validation.validate(config, _MODE.value)
     workdir = _WORKDIR.value or f"runs/{config.model.name}"
     validation.check_workdir(workdir)
-    if _MODE.value != "predict" and _AUDIO.value:
-        raise UserError("--audio is for --mode predict.")
     # Keys set with --config.<key>=...: eval and predict refuse those the checkpoint fixes.
     overrides = set(config_flags.get_override_values(flags.FLAGS["config"]))
     logging.info("JAX devices: %s; workdir: %s", jax.devices(), workdir)

@@ -271,6 +271,19 @@ def test_ctrl_c_on_one_process_stops_both_at_one_step(workspace, tone_data, tmp_
     [
         (["--distributed", "--num_processes=2"], "go together: give all three"),
         (["--num_processes=2"], "need --distributed"),
+        (["--num_processes=0"], "need --distributed"),
+        # Refused before joining: with no peer to join, the join would wait 120 s.
+        (
+            [
+                "--distributed",
+                "--coordinator_address=localhost:1",
+                "--num_processes=2",
+                "--process_id=0",
+                "--mode=eval",
+                "--audio=x.wav",
+            ],
+            "--audio is for --mode predict",
+        ),
         (["--distributed", "--mode=predict", "--audio=x.wav"], "runs on one machine"),
         (
             [
