@@ -70,6 +70,8 @@ _PROCESS_ID = flags.DEFINE_integer(
 )
 # Modes that work on one process's own devices; only training and evaluation are sharded.
 _SINGLE_PROCESS_MODES = ("predict", "export", "show_batch")
+# Modes that only read the run when given --output.
+_READ_ONLY_RUN_MODES = ("eval", "predict", "export")
 flags.mark_flags_as_required(["config"])
 
 
@@ -102,7 +104,13 @@ def _run(argv) -> None:
     # Every setting and the workdir are checked before any data is read or compiled.
     validation.validate(config, _MODE.value)
     workdir = _WORKDIR.value or f"runs/{config.model.name}"
-    validation.check_workdir(workdir)
+    if _MODE.value in _READ_ONLY_RUN_MODES and _OUTPUT.value:
+        # Everything goes to --output: the trained run may be read-only (a shared model).
+        output = os.path.abspath(_OUTPUT.value)
+        folder = output if _MODE.value == "export" else os.path.dirname(output)
+        validation.check_workdir(folder, "--output folder")
+    else:
+        validation.check_workdir(workdir)
     # Keys set with --config.<key>=...: eval and predict refuse those the checkpoint fixes.
     overrides = set(config_flags.get_override_values(flags.FLAGS["config"]))
     logging.info("JAX devices: %s; workdir: %s", jax.devices(), workdir)

@@ -459,26 +459,24 @@ def _check_across_fields(
         )
 
 
-def check_workdir(workdir: str) -> None:
+def check_workdir(workdir: str, flag: str = "--workdir") -> None:
     """Raises UserError when `workdir` cannot hold a run: it is a file (or a broken link), a
     folder above it is a file, or the folder where it is (or would be made) is not writable.
-    Creates nothing."""
+    Creates nothing. `flag` names the path in the messages (--output: a folder written to)."""
     path = os.path.abspath(workdir)
     existing = path
     while not os.path.lexists(existing):
         existing = os.path.dirname(existing)
     if os.path.islink(existing) and not os.path.exists(existing):
         raise UserError(
-            f"--workdir {workdir}: {existing} is a broken symbolic link; remove it or choose "
-            "another --workdir."
+            f"{flag} {workdir}: {existing} is a broken symbolic link; remove it or choose "
+            f"another {flag}."
         )
     if not os.path.isdir(existing):
         why = "not a folder" if existing == path else "so no folder can be made under it"
-        raise UserError(
-            f"--workdir {workdir}: {existing} is a file, {why}; choose another --workdir."
-        )
+        raise UserError(f"{flag} {workdir}: {existing} is a file, {why}; choose another {flag}.")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(
-            f"--workdir {workdir}: {existing} is not writable by this user; choose a folder "
+            f"{flag} {workdir}: {existing} is not writable by this user; choose a folder "
             "you can write to, or change its permissions."
         )

@@ -4,6 +4,7 @@ contradictions, prediction equal to evaluation."""
 import csv
 import json
 import shutil
+import subprocess
 
 import pytest
 
@@ -220,3 +221,22 @@ def test_data_comes_from_the_checkpoint_unless_the_command_line_names_other(
     overrides = {"data.source", "data.dir"}
     other = evaluate.evaluate_checkpoint(config, str(trained), overrides, str(tmp_path / "b.json"))
     assert other["num_examples"] == 24
+
+
+def test_a_read_only_run_is_evaluated_into_output(trained, workspace, tmp_path):
+    """A trained run nobody may write to (a shared model folder): eval with --output reads
+    it and writes only there; without --output it is refused, naming the folder."""
+    chattr = shutil.which("chattr")
+    shared = tmp_path / "shared_run"
+    shutil.copytree(trained, shared)
+    if chattr is None or subprocess.run([chattr, "-R", "+i", str(shared)]).returncode != 0:
+        pytest.skip("chattr +i unavailable: cannot make a folder read-only for every user")
+    try:
+        config = ("--config", f"tests/tiny_config.py:{workspace}", "--workdir", str(shared))
+        report = tmp_path / "reports" / "test.json"
+        run_main(*config, "--mode", "eval", "--output", str(report))
+        assert json.loads(report.read_text())["accuracy"] >= 0
+        refused = run_main(*config, "--mode", "eval", check=False)
+        assert refused.returncode == 2 and f"{shared} is not writable" in refused.stderr
+    finally:
+        subprocess.run([chattr, "-R", "-i", str(shared)], check=True)
