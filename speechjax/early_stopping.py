@@ -18,11 +18,17 @@ class EarlyStopping:
             self.epochs_without_improvement = 0
         else:
             self.epochs_without_improvement += 1
+        return self.exhausted
+
+    @property
+    def exhausted(self) -> bool:
+        """True when `patience` epochs have passed without a new lowest loss."""
         return self.epochs_without_improvement >= self.patience
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "EarlyStopping":
-        return cls(**d)
+    def from_dict(cls, d: dict, patience: int) -> "EarlyStopping":
+        """The stored state with `patience` from the config: a resumed run honours a new one."""
+        return cls(**{**d, "patience": patience})

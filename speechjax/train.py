@@ -223,12 +223,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
         if is_chief:
             _write_run_header(config, pipeline, workdir, log)
     stopper = (
-        EarlyStopping.from_dict(meta["early_stopping"])
+        EarlyStopping.from_dict(meta["early_stopping"], config.train.patience)
         if meta["early_stopping"]
         else EarlyStopping(config.train.patience)
     )
     # Validation that was trained on picks no checkpoint and stops nothing.
     held_out = not config.data.train_on_validation
+    if meta["finished"] and not stopper.exhausted:
+        # A run that stopped early, resumed with a larger train.patience: it goes on.
+        meta["finished"] = False
+        log.line(
+            f"Continuing a run that had stopped early: train.patience is now "
+            f"{config.train.patience}, {stopper.epochs_without_improvement} epochs since the "
+            "best validation loss."
+        )
     global_batch = config.train.batch_size
     lr_at = optim.learning_rate_schedule(config.train, steps_per_epoch)
 

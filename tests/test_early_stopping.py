@@ -28,6 +28,11 @@ def test_round_trips_through_a_dict():
     stopper = EarlyStopping(4)
     for loss in (1.0, 0.5, 0.6):
         stopper.update(loss)
-    restored = EarlyStopping.from_dict(stopper.to_dict())
+    restored = EarlyStopping.from_dict(stopper.to_dict(), patience=4)
     assert restored == stopper
     assert restored.update(0.7) is False and restored.epochs_without_improvement == 2
+    # A resumed run takes the config's patience: a larger one un-exhausts a stopped run.
+    for loss in (0.7, 0.8, 0.9):
+        stopper.update(loss)
+    assert stopper.exhausted
+    assert not EarlyStopping.from_dict(stopper.to_dict(), patience=5).exhausted

@@ -133,7 +133,8 @@ def test_early_stopping_ends_the_run_at_the_scripted_epoch(workspace, tmp_path, 
     with config.unlocked():
         config.train.epochs = 10
         config.train.patience = 2
-    val_losses = iter([1.0, 0.8, 0.9, 0.85, 0.1])  # no new low at epochs 3 and 4: stop at 4
+    # No new low at epochs 3 and 4: stop at 4. With patience 3: a low at 5, none at 6-8.
+    val_losses = iter([1.0, 0.8, 0.9, 0.85, 0.1, 0.2, 0.3, 0.4])
     original = eval_loop.evaluate_split
 
     def scripted(eval_step, state, pipeline, split, batch_size, mesh):
@@ -148,6 +149,15 @@ def test_early_stopping_ends_the_run_at_the_scripted_epoch(workspace, tmp_path, 
     assert [h["val_loss"] for h in results["history"]] == [1.0, 0.8, 0.9, 0.85]
     with open(tmp_path / "early" / "log.txt") as f:
         assert "Early stopping: validation loss has not improved for 2 epochs" in f.read()
+    # The same command again only tests; a larger train.patience continues the run.
+    assert train.train_and_evaluate(config, str(tmp_path / "early"))["epochs_run"] == 4
+    with config.unlocked():
+        config.train.patience = 3
+    results = train.train_and_evaluate(config, str(tmp_path / "early"))
+    assert [h["val_loss"] for h in results["history"]][3:] == [0.85, 0.1, 0.2, 0.3, 0.4]
+    assert results["epochs_run"] == 8
+    with open(tmp_path / "early" / "log.txt") as f:
+        assert "Continuing a run that had stopped early: train.patience is now 3" in f.read()
 
 
 @pytest.mark.parametrize("train_on_validation", [False, True])
