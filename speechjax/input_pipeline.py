@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from speechjax import audio, augment, features, frontend_settings, sources
+from speechjax import audio, augment, features, frontend_settings, kws_task, sources
 from speechjax.batch_keys import LABEL, MASK, SPECTROGRAM
 from speechjax.errors import UserError
 from speechjax.normalization import NormStats
@@ -201,11 +201,10 @@ class DataPipeline:
     def _noise(self) -> tf.Tensor | None:
         """The background-noise bank (decoded on first use), or None without noise files."""
         if self._noise_bank is None and self._source.noise_files:
-            self._noise_bank = tf.constant(
-                np.concatenate(
-                    [audio.read_audio(p, self._sample_rate) for p in self._source.noise_files]
-                )
-            )
+            recordings = [audio.read_audio(p, self._sample_rate) for p in self._source.noise_files]
+            if self._source.noise_train_share_only:
+                recordings = [kws_task.split_share(r, "train") for r in recordings]
+            self._noise_bank = tf.constant(np.concatenate(recordings))
         return self._noise_bank
 
     # ---- evaluation ----

@@ -10,7 +10,8 @@ label order) asks for them:
 * `_silence_`: one-clip windows of the background-noise recordings (`_background_noise_/`
   or `data.noise_dir`), `data.silence_fraction` of the known-word clips. Each split cuts
   its windows from its own share of every recording (train the first 80%, validation the
-  next 10%, test the last 10%), so no noise is in two splits. They are written once as WAV
+  next 10%, test the last 10%), and training's background-noise augmentation mixes in
+  only the train share, so no noise is in two splits. They are written once as WAV
   files into `data.cache_dir` and then read like every other clip: one code path for all
   examples.
 
@@ -59,6 +60,13 @@ def relabel_unknown(
     return known + [others[i] for i in chosen]
 
 
+def split_share(recording: np.ndarray, split: str) -> np.ndarray:
+    """`split`'s share of one noise recording: training's noise bank, when `_silence_` is a
+    class, is cut to the train share too, so that no noise is in two splits."""
+    start, end = _NOISE_SHARES[split]
+    return recording[int(start * len(recording)) : int(end * len(recording))]
+
+
 def silence_clips(
     noise_files: list[str],
     split: str,
@@ -98,8 +106,7 @@ def _write_silence(folder: pathlib.Path, names: list[str], settings: dict) -> No
     start_share, end_share = _NOISE_SHARES[settings["split"]]
     recordings = []
     for path in settings["noise"]:
-        waveform = audio.read_audio(path, rate)
-        share = waveform[int(start_share * len(waveform)) : int(end_share * len(waveform))]
+        share = split_share(audio.read_audio(path, rate), settings["split"])
         if len(share) >= length:
             recordings.append(share)
     if not recordings:

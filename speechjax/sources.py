@@ -198,6 +198,9 @@ class Source:
     class_names: list[str]
     splits: dict[str, Split]
     noise_files: list[str]
+    # The 12-class task's validation and test `_silence_` clips are cut from the noise
+    # recordings' last 20%: training's noise bank then keeps only each one's train share.
+    noise_train_share_only: bool = False
 
 
 def load_source(
@@ -259,7 +262,7 @@ def _listed_source(config, splits: tuple[str, ...], class_names: list[str] | Non
     # Only training mixes in noise: evaluating a folder needs no noise bank.
     train = noise_dir and "train" in splits
     noise_files = list_noise_files(noise_dir, data.sample_rate) if train else []
-    return Source(class_names, source_splits, noise_files)
+    return Source(class_names, source_splits, noise_files, kws_task.SILENCE in class_names)
 
 
 def _with_unknown_and_silence(listed, class_names, data, noise_dir, seed):

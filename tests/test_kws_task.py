@@ -134,3 +134,21 @@ def test_silence_clips_replace_a_stale_folder_and_keep_one_another_process_finis
     kws_task._write_silence(folder, sorted(n for n in written if n.endswith(".wav")), settings)
     assert (folder / "silence_00000.wav").stat().st_ino == inode
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]
+
+
+def test_training_noise_holds_only_the_train_share_of_each_recording(release, tmp_path):
+    """Validation and test _silence_ come from the 3 kHz last 20%: training's background
+    noise must not mix those samples into its clips."""
+    from speechjax import input_pipeline
+
+    pipeline = input_pipeline.create_pipeline(config_for(release, tmp_path))
+    bank = pipeline._noise().numpy()  # the bank augment.noise_* draws its windows from
+    assert len(bank) == 8 * RATE
+    spectrum = np.abs(np.fft.rfft(bank))
+    hz = np.fft.rfftfreq(len(bank), 1 / RATE)
+    assert hz[np.argmax(spectrum)] == pytest.approx(300, abs=1)
+    assert spectrum[np.abs(hz - 3000) < 50].max() < 1e-3 * spectrum.max()
+    # Without a _silence_ class no split cuts noise: training has every recording whole.
+    (tmp_path / "classes.txt").write_text("yes\nno\n")
+    whole = input_pipeline.create_pipeline(config_for(release, tmp_path))._noise().numpy()
+    assert len(whole) == 10 * RATE
