@@ -57,7 +57,7 @@ def time_pipeline(data_dir: pathlib.Path, batch: int, noise_dir: str, **features
     train = bool(noise_dir)
     for key, value in features.items():
         setattr(config.features, key, value)
-    pipeline = input_pipeline.create_pipeline(config, workdir=None, norm_stats=fixed_stats(config))
+    pipeline = input_pipeline.create_pipeline(config, norm_stats=fixed_stats(config))
 
     def batches():
         if train:
