@@ -109,15 +109,33 @@ def main():
 
     from configs import default
     from speechjax import audio, detection
+    from speechjax.errors import UserError
     from speechjax.inference import Classifier
     from speechjax.predict import scan
 
     settings = default.get_config().predict
-    classifier = Classifier.from_workdir(args.workdir)
+    try:
+        classifier = Classifier.from_workdir(args.workdir)
+    except UserError as e:
+        sys.exit(f"error: {e}")
     rate, clip = classifier.sample_rate, classifier.clip_samples
     names = list(classifier.class_names)
     noise_files = sorted(pathlib.Path(args.noise).glob("*.wav"))
+    if not noise_files:
+        sys.exit(
+            f"error: --noise {args.noise}: no .wav recording there; pass a folder of "
+            "background-noise WAVs (Speech Commands' _background_noise_/)."
+        )
     noise = [audio.read_audio(str(p), rate) for p in noise_files]
+    # Each recording's noise floor is one window of a noise file: shorter files are left out.
+    kept = [i for i, n in enumerate(noise) if len(n) > round(args.seconds * rate)]
+    if not kept:
+        longest = max(len(n) for n in noise) / rate
+        sys.exit(
+            f"error: --seconds {args.seconds}: no recording in {args.noise} is that long "
+            f"(the longest is {longest:.1f} s); choose fewer seconds."
+        )
+    noise_files, noise = [noise_files[i] for i in kept], [noise[i] for i in kept]
 
     recordings = []
     for r in range(args.recordings):
