@@ -49,10 +49,14 @@ def relabel_unknown(
     split: str,
 ) -> list[tuple[pathlib.Path, str]]:
     """Known-word files as they are; other words' files as `_unknown_`, a seeded draw of
-    `fraction` x the known count (all others are left out, not counted as skipped)."""
-    known = [(f, label) for f, label in files if label in class_names and label != UNKNOWN]
+    `fraction` x the known count (all others are left out, not counted as skipped). Data
+    that brings its own `_unknown_` clips (the released test set's `_unknown_/` folder) is
+    kept as it is."""
     if UNKNOWN not in class_names:
         return files
+    if any(label == UNKNOWN for _, label in files):
+        return [(f, label) for f, label in files if label in class_names]
+    known = [(f, label) for f, label in files if label in class_names]
     others = [(f, UNKNOWN) for f, label in files if label not in class_names]
     count = min(len(others), int(np.ceil(fraction * len(known))))
     rng = np.random.default_rng([seed, _SPLITS.index(split), 1])

@@ -272,12 +272,15 @@ def _with_unknown_and_silence(listed, class_names, data, noise_dir, seed):
     result = {}
     for split, (where, files) in listed.items():
         files = kws_task.relabel_unknown(files, class_names, data.unknown_fraction, seed, split)
-        if kws_task.SILENCE in class_names:
+        # Data that brings its own _silence_ clips (the released test set) keeps them alone.
+        brings_silence = any(label == kws_task.SILENCE for _, label in files)
+        if kws_task.SILENCE in class_names and not brings_silence:
             known = sum(label not in (kws_task.UNKNOWN, kws_task.SILENCE) for _, label in files)
             count = int(np.ceil(data.silence_fraction * known))
-            files = files + kws_task.silence_clips(
-                noise_files, split, count, clip_samples, data.sample_rate, data.cache_dir, seed
-            )
+            if count:
+                files = files + kws_task.silence_clips(
+                    noise_files, split, count, clip_samples, data.sample_rate, data.cache_dir, seed
+                )
         result[split] = (where, files)
     return result
 
@@ -471,25 +474,35 @@ def _other_layout(folder: pathlib.Path, layout: str) -> str:
 
 
 def _list_speech_commands(root: pathlib.Path, splits: tuple[str, ...]):
+    # Training is every clip on neither list, so it needs both; another split its own.
+    needed = _LIST_FILES if "train" in splits else {s: _LIST_FILES[s] for s in splits}
     lists = {}
-    for split, name in _LIST_FILES.items():
+    for split, name in needed.items():
         list_file = root / name
         if not list_file.is_file():
-            raise UserError(f"{list_file} is missing: a Speech Commands root needs both lists.")
+            why = "both lists to tell training clips" if "train" in splits else f"it for {split}"
+            raise UserError(
+                f"{list_file} is missing: a Speech Commands root needs {why}. A folder of label "
+                "folders with no lists: add --config.data.layout=auto."
+            )
         try:
             lines = list_file.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError as e:
             raise UserError(f"{list_file} is not UTF-8 text ({e.reason}).") from e
         lists[split] = [pathlib.PurePosixPath(line.strip()) for line in lines if line.strip()]
-    on_lists = {str(p) for paths in lists.values() for p in paths}
-    label_folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
-    train = [
-        (f, folder.name)
-        for folder in label_folders
-        for f in _audio_files(folder)
-        if f"{folder.name}/{f.name}" not in on_lists
-    ]
-    listed = {"train": (root, train)}
+    listed = {}
+    if "train" in splits:
+        on_lists = {str(p) for paths in lists.values() for p in paths}
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+        listed["train"] = (
+            root,
+            [
+                (f, folder.name)
+                for folder in folders
+                for f in _audio_files(folder)
+                if f"{folder.name}/{f.name}" not in on_lists
+            ],
+        )
     for split, paths in lists.items():
         listed[split] = (root / _LIST_FILES[split], [(root / p, p.parts[0]) for p in paths])
     listed = {split: listed[split] for split in splits}

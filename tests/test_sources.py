@@ -139,8 +139,28 @@ def test_speech_commands_missing_list_entry_and_list_file(tiny_wav_tree, classes
     assert source.splits["validation"].num_examples == 1
     assert "listed in validation_list.txt but missing" in caplog.text
     (root / "testing_list.txt").unlink()
-    with pytest.raises(UserError, match="testing_list.txt is missing"):
+    with pytest.raises(UserError, match="testing_list.txt is missing.*to tell training clips"):
         sources.load_source(config_for(root, classes, layout="speech_commands"))
+    # Evaluating one split needs only its own list.
+    config = config_for(root, classes, layout="speech_commands")
+    alone = sources.load_source(config, splits=("validation",))
+    assert list(alone.splits) == ["validation"] and alone.splits["validation"].num_examples == 1
+    with pytest.raises(UserError, match="testing_list.txt is missing.*needs it for test"):
+        sources.load_source(config, splits=("test",))
+
+
+def test_a_test_set_that_brings_its_own_unknown_and_silence_keeps_them(tiny_wav_tree, tmp_path):
+    """The released speech_commands_test_set: the ten words, _unknown_/ and _silence_/ as
+    folders: evaluated as they are, nothing drawn or cut from noise (there is none here)."""
+    names = ["yes", "no", "_silence_", "_unknown_"]
+    brought = {"yes": 3, "no": 2, "_silence_": 2, "_unknown_": 4}
+    root = tiny_wav_tree(
+        {f"{label}/{i}.wav": wav(300.0 + i) for label, n in brought.items() for i in range(n)}
+    )
+    (tmp_path / "classes12.txt").write_text("\n".join(names) + "\n")
+    source = sources.load_source(config_for(root, tmp_path / "classes12.txt"), splits=("test",))
+    labels = [names[i] for i in source.splits["test"].labels]
+    assert {label: labels.count(label) for label in names} == brought
 
 
 def test_bad_files_are_skipped_counted_and_warned_once(tiny_wav_tree, classes, caplog):
