@@ -222,6 +222,9 @@ class RunMetadata:
                 else:
                     current = config.data[field]
                     config.data[field] = tuple(value) if isinstance(current, tuple) else value
+            if "data.dir" in overridden and "data.layout" not in overridden:
+                # The layout described the training folder; another folder is detected anew.
+                config.data.layout = "auto"
         return config
 
     def same_data(self, config: ml_collections.ConfigDict) -> bool:

@@ -240,3 +240,19 @@ def test_a_read_only_run_is_evaluated_into_output(trained, workspace, tmp_path):
         assert refused.returncode == 2 and f"{shared} is not writable" in refused.stderr
     finally:
         subprocess.run([chattr, "-R", "-i", str(shared)], check=True)
+
+
+def test_other_data_is_read_in_its_own_layout_not_the_training_folders():
+    """A model trained on a release root (layout speech_commands), evaluated on another
+    folder: its layout is detected anew, unless the command line names one."""
+    from configs import speech_commands12
+    from speechjax.normalization import NormStats
+    from speechjax.run import RunMetadata
+
+    config = speech_commands12.get_config()
+    meta = RunMetadata.from_config(config, ["yes", "no"], NormStats((0.0,), (1.0,)))
+    config.data.dir = "new_clips"
+    assert meta.apply_to(config, {"data.dir"}).data.layout == "auto"
+    config.data.layout = "flat"
+    assert meta.apply_to(config, {"data.dir", "data.layout"}).data.layout == "flat"
+    assert meta.apply_to(config).data.layout == "speech_commands"
