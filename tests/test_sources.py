@@ -482,3 +482,21 @@ def test_file_shards_cover_the_split_once_and_know_their_positions(tiny_wav_tree
         np.testing.assert_array_equal(shard.labels, split.labels[positions])
         seen.extend(positions)
     assert sorted(seen) == list(range(7))
+
+
+def test_silence_fraction_zero_needs_no_background_noise(tiny_wav_tree, tmp_path):
+    root = tiny_wav_tree(
+        {
+            "yes/a.wav": wav(),
+            "no/b.wav": wav(),
+            "no/c.wav": wav(),
+            "validation_list.txt": "no/b.wav\n",
+            "testing_list.txt": "no/c.wav\n",
+        }
+    )
+    (tmp_path / "classes12.txt").write_text("yes\nno\n_silence_\n")
+    config = config_for(root, tmp_path / "classes12.txt", cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(UserError, match="no _background_noise_/ folder"):
+        sources.load_source(config)
+    config.data.silence_fraction = 0.0
+    assert sources.load_source(config).splits["train"].num_examples == 1
