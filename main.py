@@ -91,6 +91,8 @@ def _run(argv) -> None:
         raise UserError("--coordinator_address, --num_processes, --process_id need --distributed.")
     if _MODE.value != "predict" and _AUDIO.value:
         raise UserError("--audio is for --mode predict.")
+    if _MODE.value == "train" and _OUTPUT.value:
+        raise UserError("--output is for the other modes: training writes into --workdir.")
     import jax
 
     if _DISTRIBUTED.value:

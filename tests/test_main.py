@@ -119,6 +119,20 @@ def test_config_file_that_does_not_load_is_one_error_line(tmp_path, content, mes
     assert "Traceback" not in result.stderr
 
 
+def test_flags_of_other_modes_are_refused_when_training(tmp_path, workspace):
+    config = ("--config", f"tests/tiny_config.py:{workspace}", "--workdir", str(tmp_path / "r"))
+    for flag, message in (
+        (
+            "--output=x.json",
+            "error: --output is for the other modes: training writes into --workdir.",
+        ),
+        ("--audio=x.wav", "error: --audio is for --mode predict."),
+    ):
+        result = run_main(*config, flag, check=False)
+        assert result.returncode == 2 and error_lines(result) == [message], result.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def test_bad_settings_are_refused_before_any_data_is_read(tmp_path, workspace):
     """Refused at start-up: no workdir (config.json, log header, norm_stats.json) and no
     synthetic data are written, nothing is compiled."""
